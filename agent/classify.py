@@ -1,0 +1,121 @@
+"""Observation → incident: which of the plan's six triggers a failed condition starts, its scope and severity.
+
+One table, read like the plan (2.4). Scope comes from where the failed thing sits in the
+hospital (configuration), and the suggested severity from the scope (1.4): whole hospital →
+critical, a department → urgent, no business impact → routine. A rule may cap the severity
+(degraded performance is never more than urgent) or raise its floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hisguard.checks.base import Impact, Observation
+
+from hisguard.plan import Scope, Severity, Text, Trigger, functions_of, scope_for, severity_for
+
+
+@dataclass(frozen=True)
+class Rule:
+    trigger: Trigger
+    title: Text  # may use {label} (what failed), {host} (this agent), {value}
+    floor: Severity | None = None
+    cap: Severity | None = None
+
+
+T1, T2 = Trigger.HARDWARE, Trigger.SOFTWARE
+
+RULES: dict[str, Rule] = {
+    # 2.4(1) backbone network, switching equipment or main server hardware failure
+    "ping.reachable": Rule(T1, Text("{label} 网络不可达", "{label} is unreachable on the network")),
+    "host.mount": Rule(T1, Text("{host} 磁盘 {label} 丢失（未挂载）", "{host}: disk {label} is gone (not mounted)")),
+    # 2.4(2) server OS or management software failure: crashed services, reboot loops, exhaustion
+    "host.process": Rule(T2, Text("{host} 必需进程 {label} 未运行", "{host}: required process {label} is not running")),
+    "host.service": Rule(T2, Text("{host} 必需服务 {label} 未运行", "{host}: required service {label} is not running")),
+    "host.reboot_loop": Rule(T2, Text("{host} 反复重启", "{host} is restarting repeatedly (reboot loop)")),
+    "host.cpu": Rule(T2, Text("{host} CPU 资源耗尽", "{host}: CPU exhausted"), cap=Severity.URGENT),
+    "host.memory": Rule(T2, Text("{host} 内存耗尽", "{host}: memory exhausted"), cap=Severity.URGENT),
+    "host.disk": Rule(
+        T2, Text("{host} 磁盘 {label} 空间将满", "{host}: disk {label} nearly full"), cap=Severity.URGENT
+    ),
+}
+
+
+def scope_of(impact: Impact) -> Scope:
+    return scope_for(impact.hospital_critical, impact.all_departments())
+
+
+@dataclass
+class Incident:
+    """What the agent believes is wrong now, in the plan's terms, under a stable key."""
+
+    key: str
+    trigger: Trigger
+    severity: Severity
+    scope: Scope
+    title: Text
+    departments: list[str]
+    conditions: list[tuple[str, str, str]]  # (job, check, subject) whose failure this is
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def department(self) -> str | None:
+        return self.departments[0] if len(self.departments) == 1 else None
+
+    def signature(self) -> tuple[Any, ...]:
+        """What, when it changes, must be told to the server again."""
+        return (
+            int(self.trigger),
+            self.severity.value,
+            self.scope.value,
+            tuple(self.departments),
+            tuple(sorted(self.conditions)),
+        )
+
+
+@dataclass(frozen=True)
+class Failing:
+    """A condition the agent confirmed as failed (after N-of-M), with its latest observation."""
+
+    job: str
+    obs: Observation
+
+
+def incident_for(host: str, failing: Failing) -> Incident | None:
+    obs = failing.obs
+    rule = RULES.get(obs.check)
+    if rule is None:
+        return None
+    scope = scope_of(obs.impact)
+    evidence = {"check": obs.check, "subject": obs.subject, "value": obs.value, **obs.detail}
+    if obs.name:
+        evidence["name"] = obs.name
+    return Incident(
+        key=f"{host}/{obs.check}/{obs.subject}",
+        trigger=rule.trigger,
+        severity=severity_for(scope, rule.floor, rule.cap),
+        scope=scope,
+        title=rule.title.format(label=obs.label, host=host, value=obs.value),
+        departments=obs.impact.all_departments(),
+        conditions=[(failing.job, obs.check, obs.subject)],
+        evidence=evidence,
+    )
+
+
+# Passes over the whole set, e.g. folding the hosts behind a failed switch into the switch's incident.
+Fold = Callable[[list[Incident]], list[Incident]]
+FOLDS: list[Fold] = []
+
+
+def classify(host: str, failing: Iterable[Failing]) -> list[Incident]:
+    """The incidents that the currently failed conditions amount to."""
+    incidents = [i for f in failing if (i := incident_for(host, f)) is not None]
+    for fold in FOLDS:
+        incidents = fold(incidents)
+    return incidents
+
+
+def functions(incident: Incident) -> list[str]:
+    return [f.value for f in functions_of(incident.departments)]

@@ -1,0 +1,141 @@
+"""hisguard-agent: run, once, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from hisguard.agent.config import AgentConfig, load_config
+from hisguard.agent.tomlconfig import ConfigError
+
+from hisguard import __version__
+from hisguard.plan import Trigger
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    try:
+        cfg.token  # noqa: B018 - resolving the token is part of the check
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error:\n{cfg.path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{cfg.path}: OK — agent {cfg.agent.name}, server {cfg.server.url}, {len(cfg.jobs)} probe jobs:")
+    for job in cfg.jobs:
+        print(f"  {job.name:<16} {job.spec.name:<10} every {job.config.interval:g}s, timeout {job.config.timeout:g}s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hisguard.agent.runtime import Agent
+
+    cfg = _load(args.config)
+    try:
+        cfg.token  # noqa: B018
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _logging(cfg.agent.log_level)
+    agent = Agent(cfg)
+    try:
+        asyncio.run(agent.run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _fmt_value(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from hisguard.agent.delivery import DeliveryError, Sender
+    from hisguard.agent.runtime import Agent
+
+    cfg = _load(args.config)
+    _logging("WARNING")
+    agent = Agent(cfg)
+
+    async def go() -> tuple[int, str | None]:
+        await agent.once()
+        agent.sender = sender = Sender(cfg, agent.store, cfg.token)
+        try:
+            return await sender.flush(), None
+        except DeliveryError as exc:
+            return 0, str(exc)
+        finally:
+            await sender.aclose()
+
+    delivered, error = asyncio.run(go())
+    print(f"{'job':<14} {'check':<18} {'subject':<28} {'state':<8} value")
+    for job in cfg.jobs:
+        st = agent.status[job.name]
+        if not st.ok:
+            print(f"{job.name:<14} {'(probe)':<18} {'':<28} {'FAILED':<8} {st.error}")
+            continue
+        for o in agent.latest[job.name]:
+            state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
+            print(f"{job.name:<14} {o.check:<18} {o.label[:28]:<28} {state:<8} {_fmt_value(o.value)}")
+    incidents = agent.current_incidents()
+    print()
+    if incidents:
+        print(f"事件 / incidents ({len(incidents)}):")
+        for inc in incidents:
+            t = Trigger(inc.trigger)
+            print(
+                f"  [{inc.severity.text.zh}/{inc.severity.value}] 触发条件 {int(t)} {t.short.zh} / trigger {int(t)} "
+                f"{t.short.en} — {inc.scope.text.zh}/{inc.scope.value}"
+                + (f" — {', '.join(inc.departments)}" if inc.departments else "")
+            )
+            print(f"      {inc.title.zh}")
+            print(f"      {inc.title.en}")
+    else:
+        print("无事件 / no incidents")
+    if error:
+        print(f"\n未送达，已保存待重发 / not delivered, kept for retry ({agent.store.backlog()} pending): {error}")
+    else:
+        print(f"\n已送达 / delivered: {delivered} reports to {cfg.server.url}")
+    agent.store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hisguard-agent", description="hisguard agent: probes, classifies, reports")
+    parser.add_argument("--version", action="version", version=f"hisguard-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, text in (
+        ("run", cmd_run, "run the probes on their schedules and deliver to the server"),
+        ("once", cmd_once, "run every probe once, print results and incidents, deliver, exit"),
+        ("check-config", cmd_check_config, "validate the configuration and exit (2 if broken)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The agent at work: each probe job on its own schedule and timeout, debounced, classified, spooled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from hisguard.agent.classify import Failing, Incident, classify, functions
+from hisguard.agent.config import AgentConfig, ProbeJob
+from hisguard.agent.debounce import Debouncer
+from hisguard.agent.delivery import Sender
+from hisguard.agent.store import StateStore
+from hisguard.checks.base import Impact, Observation, ProbeContext, ProbeError
+
+from hisguard import __version__
+from hisguard.report import Heartbeat, IncidentEvent, utcnow
+
+log = logging.getLogger("hisguard.agent")
+
+
+@dataclass
+class JobStatus:
+    ok: bool | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    at: float = 0.0
+    runs: int = 0
+    failures: int = 0
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.host = cfg.agent.name
+        self.store = StateStore(cfg.agent.state_dir / "agent.sqlite3")
+        self.debouncer = Debouncer()
+        impact = Impact(
+            department=cfg.agent.department,
+            departments=cfg.agent.departments,
+            hospital_critical=cfg.agent.hospital_critical,
+        )
+        self.contexts = {
+            job.name: ProbeContext(host=self.host, state_dir=cfg.agent.state_dir, impact=impact) for job in cfg.jobs
+        }
+        self.status = {job.name: JobStatus() for job in cfg.jobs}
+        self.latest: dict[str, list[Observation]] = {job.name: [] for job in cfg.jobs}
+        self.sender: Sender | None = None
+        jobs = {job.name: job for job in cfg.jobs}
+        for rec in self.store.active().values():
+            for job_name, check, subject in rec["conditions"]:
+                if job_name in jobs:
+                    self.debouncer.assume_failing((job_name, check, subject), jobs[job_name].config)
+
+    # -- one round of one probe ---------------------------------------------------------------
+    async def run_round(self, job: ProbeJob, confirm: bool = True) -> None:
+        st = self.status[job.name]
+        started = time.monotonic()
+        try:
+            obs = await asyncio.wait_for(job.spec.run(job.config, self.contexts[job.name]), job.config.timeout)
+        except asyncio.TimeoutError:
+            self._probe_failed(job, st, f"timed out after {job.config.timeout:g}s", started)
+            return
+        except ProbeError as exc:
+            self._probe_failed(job, st, str(exc), started)
+            return
+        except Exception as exc:  # a probe bug must not stop the agent
+            log.exception("probe %s crashed", job.name)
+            self._probe_failed(job, st, f"{exc.__class__.__name__}: {exc}", started)
+            return
+        st.ok, st.error, st.runs = True, None, st.runs + 1
+        st.duration_ms, st.at = (time.monotonic() - started) * 1000, time.time()
+        self.latest[job.name] = obs
+        reported = set()
+        for o in obs:
+            reported.add((job.name, o.check, o.subject))
+            if confirm:
+                self.debouncer.update(job.name, job.config, o)
+            else:
+                self.debouncer.update(
+                    job.name, job.config.model_copy(update={"fail_after": 1, "fail_window": 1, "clear_after": 1}), o
+                )
+        # Conditions the job no longer reports (a removed target) no longer exist.
+        for key in [k for k in self.debouncer.states if k[0] == job.name and k not in reported]:
+            del self.debouncer.states[key]
+        self.reconcile()
+
+    def _probe_failed(self, job: ProbeJob, st: JobStatus, error: str, started: float) -> None:
+        st.ok, st.error = False, error
+        st.runs, st.failures = st.runs + 1, st.failures + 1
+        st.duration_ms, st.at = (time.monotonic() - started) * 1000, time.time()
+        log.warning("probe %s failed: %s", job.name, error)
+
+    # -- classification and the set of open incidents ----------------------------------------
+    def current_incidents(self) -> list[Incident]:
+        return classify(self.host, (Failing(job, obs) for job, obs in self.debouncer.failing()))
+
+    def reconcile(self) -> None:
+        """Tell the server what changed between the incidents now and those reported open."""
+        desired = {i.key: i for i in self.current_incidents()}
+        active = self.store.active()
+        changed = False
+        for key, inc in desired.items():
+            signature = json.dumps(inc.signature(), ensure_ascii=False)
+            if key not in active or active[key]["signature"] != signature:
+                event = self._event(inc, "open")
+                self.store.open_incident(key, signature, [list(c) for c in inc.conditions], event)
+                log.warning(
+                    "incident open: [T%d %s %s] %s / %s",
+                    inc.trigger,
+                    inc.severity.value,
+                    inc.scope.value,
+                    inc.title.zh,
+                    inc.title.en,
+                )
+                changed = True
+        for key, rec in active.items():
+            if key in desired:
+                continue
+            if any(self.debouncer.is_failing(tuple(c)) for c in rec["conditions"]):
+                continue  # still failed, awaiting a fresh observation after a restart
+            event = {**rec["event"], "id": str(uuid.uuid4()), "state": "resolved", "observed_at": utcnow().isoformat()}
+            self.store.resolve_incident(key, event)
+            log.warning("incident resolved: %s / %s", rec["event"]["title_zh"], rec["event"]["title_en"])
+            changed = True
+        if changed and self.sender:
+            self.sender.wake.set()
+
+    def _event(self, inc: Incident, state: str) -> dict[str, Any]:
+        return IncidentEvent(
+            key=inc.key,
+            state=state,
+            trigger=inc.trigger,
+            severity=inc.severity,
+            scope=inc.scope,
+            host=self.host,
+            department=inc.department,
+            departments=inc.departments,
+            functions=functions(inc),
+            title_zh=inc.title.zh,
+            title_en=inc.title.en,
+            observed_at=utcnow(),
+            evidence=inc.evidence,
+        ).model_dump(mode="json")
+
+    # -- health snapshot ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        probes = {}
+        for job in self.cfg.jobs:
+            st = self.status[job.name]
+            probes[job.name] = {
+                "type": job.spec.name,
+                "ok": st.ok,
+                "error": st.error,
+                "ms": round(st.duration_ms, 1),
+                "runs": st.runs,
+                "failures": st.failures,
+            }
+        observations = []
+        for job_name, obs in self.latest.items():
+            for o in obs:
+                row: dict[str, Any] = {
+                    "job": job_name,
+                    "check": o.check,
+                    "subject": o.subject,
+                    "ok": o.ok,
+                    "value": None if o.value is None else round(o.value, 3),
+                }
+                if o.name:
+                    row["name"] = o.name
+                if (rtt := o.detail.get("rtt_avg_ms")) is not None:
+                    row["rtt_ms"] = round(rtt, 3)
+                observations.append(row)
+        return {"version": __version__, "probes": probes, "observations": observations, "backlog": self.store.backlog()}
+
+    def enqueue_heartbeat(self) -> None:
+        hb = Heartbeat(
+            observed_at=utcnow(),
+            interval_s=self.cfg.agent.heartbeat_interval,
+            department=self.cfg.agent.department,
+            hospital_critical=self.cfg.agent.hospital_critical,
+            snapshot=self.snapshot(),
+        ).model_dump(mode="json")
+        self.store.enqueue("heartbeat", hb["id"], hb)
+        if self.sender:
+            self.sender.wake.set()
+
+    # -- schedules -----------------------------------------------------------------------------
+    async def _job_loop(self, job: ProbeJob) -> None:
+        loop = asyncio.get_running_loop()
+        interval = job.config.interval
+        next_at = loop.time()
+        while True:
+            await self.run_round(job)
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # a slow round: skip the missed ticks, keep the cadence
+                next_at += ((now - next_at) // interval + 1) * interval
+            await asyncio.sleep(next_at - now)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self.enqueue_heartbeat()
+            await asyncio.sleep(self.cfg.agent.heartbeat_interval)
+
+    async def run(self) -> None:
+        self.sender = Sender(self.cfg, self.store, self.cfg.token)
+        log.info(
+            "agent %s started: %d probe jobs, %d reports spooled", self.host, len(self.cfg.jobs), self.store.backlog()
+        )
+        tasks = [asyncio.create_task(self._job_loop(job), name=f"probe:{job.name}") for job in self.cfg.jobs]
+        tasks.append(asyncio.create_task(self.sender.run(), name="delivery"))
+        await asyncio.sleep(1.0)  # let the first rounds finish so the first heartbeat says something
+        tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await self.sender.aclose()
+            self.store.close()
+
+    async def once(self) -> None:
+        """Every probe once (a single round counts as confirmed), then one delivery attempt."""
+        await asyncio.gather(*(self.run_round(job, confirm=False) for job in self.cfg.jobs))
+        self.enqueue_heartbeat()

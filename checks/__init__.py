@@ -1,0 +1,24 @@
+"""The probes, one module a protocol, each exporting `Config` and `probe` (see base.py).
+
+`PROBES` is the table of names. Modules load on first use so an agent carries only what it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext, ProbeError, ProbeSpec
+
+PROBES: dict[str, str] = {
+    "host": "hisguard.checks.host",
+    "ping": "hisguard.checks.ping",
+}
+
+
+def load(name: str) -> ProbeSpec:
+    """The probe registered under `name` (KeyError if there is none)."""
+    module = importlib.import_module(PROBES[name])
+    return ProbeSpec(name=name, config=module.Config, run=module.probe)
+
+
+__all__ = ["PROBES", "Impact", "Observation", "ProbeConfig", "ProbeContext", "ProbeError", "ProbeSpec", "load"]

@@ -1,0 +1,99 @@
+"""hisguard-server: run, token create."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hisguard.agent.tomlconfig import ConfigError
+from hisguard.server.settings import ServerSettings, load_settings
+
+from hisguard import __version__
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    update: dict[str, object] = {}
+    if getattr(args, "db", None):
+        update["database_url"] = args.db
+    if getattr(args, "listen", None):
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
+            raise SystemExit(2)
+        update.update(host=host.strip("[]"), port=int(port))
+    return settings.model_copy(update=update)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from hisguard.server.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    print(f"hisguard server on http://{settings.host}:{settings.port}/  (API docs: /docs)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from hisguard.server.domain.tokens import create_agent_token, create_engineer_token
+    from hisguard.server.storage.db import Database
+
+    if bool(args.agent) == bool(args.engineer):
+        print("give either --agent NAME --site SITE or --engineer NAME", file=sys.stderr)
+        return 2
+    if args.agent and not args.site:
+        print("--agent needs --site", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.session() as s:
+        if args.agent:
+            token = create_agent_token(s, args.agent, args.site)
+            print(f"agent {args.agent} at site {args.site}: token (shown once, store it in the agent's config):")
+        else:
+            token = create_engineer_token(s, args.engineer)
+            print(f"engineer {args.engineer}: token (shown once):")
+    db.dispose()
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hisguard-server", description="hisguard central server")
+    parser.add_argument("--version", action="version", version=f"hisguard-server {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve the API (migrates the database first)")
+    run.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8470)")
+    run.add_argument("--db", help="database URL (default: SQLite in the data directory)")
+    run.add_argument("--config", help="server settings (TOML)")
+    run.set_defaults(fn=cmd_run)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
+    create = token.add_parser("create", help="create a token; it is printed as the last line")
+    create.add_argument("--agent", help="agent name")
+    create.add_argument("--site", help="the agent's site (hospital)")
+    create.add_argument("--engineer", help="engineer name")
+    create.add_argument("--db", help="database URL")
+    create.add_argument("--config", help="server settings (TOML)")
+    create.set_defaults(fn=cmd_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Bearer tokens for agents and engineers: random, shown once, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from hisguard.server.storage.models import Agent, Token
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hisguard.report import utcnow
+
+PREFIX = {"agent": "hga_", "engineer": "hge_"}
+
+
+def digest(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough (no dictionary to slow down).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # agent | engineer
+    name: str
+    site: str | None
+    agent_id: int | None
+    token_id: int
+
+
+def create_agent_token(s: Session, agent: str, site: str) -> str:
+    row = s.scalar(select(Agent).where(Agent.site == site, Agent.name == agent))
+    if row is None:
+        row = Agent(name=agent, site=site, created_at=utcnow(), hospital_critical=False)
+        s.add(row)
+        s.flush()
+    token = PREFIX["agent"] + secrets.token_urlsafe(32)
+    s.add(Token(kind="agent", name=agent, site=site, agent_id=row.id, token_hash=digest(token), created_at=utcnow()))
+    return token
+
+
+def create_engineer_token(s: Session, name: str) -> str:
+    token = PREFIX["engineer"] + secrets.token_urlsafe(32)
+    s.add(Token(kind="engineer", name=name, site=None, token_hash=digest(token), created_at=utcnow()))
+    return token
+
+
+def authenticate(s: Session, token: str) -> Principal | None:
+    row = s.scalar(select(Token).where(Token.token_hash == digest(token), Token.revoked_at.is_(None)))
+    if row is None:
+        return None
+    return Principal(row.kind, row.name, row.site, row.agent_id, row.id)

@@ -1,0 +1,1 @@
+"""Storage: the database schema (SQLAlchemy), engine set-up and Alembic migrations."""
