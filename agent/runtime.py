@@ -51,6 +51,10 @@ class Agent:
         self.status = {job.name: JobStatus() for job in cfg.jobs}
         self.latest: dict[str, list[Observation]] = {job.name: [] for job in cfg.jobs}
         self.sender: Sender | None = None
+        self._watched: dict[str, set[tuple[str, str, str]]] = {}
+        self._poll_now = {job.name: asyncio.Event() for job in cfg.jobs}
+        for job in cfg.jobs:
+            self.contexts[job.name].poll_now = self._poll_now[job.name].set
         jobs = {job.name: job for job in cfg.jobs}
         for rec in self.store.active().values():
             for job_name, check, subject in rec["conditions"]:
@@ -201,7 +205,23 @@ class Agent:
             now = loop.time()
             if next_at < now:  # a slow round: skip the missed ticks, keep the cadence
                 next_at += ((now - next_at) // interval + 1) * interval
-            await asyncio.sleep(next_at - now)
+            poll_now = self._poll_now[job.name]
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(poll_now.wait(), next_at - now)  # a watcher may ask for a round now
+            poll_now.clear()
+
+    async def _watch(self, job: ProbeJob) -> None:
+        assert job.spec.watch is not None
+        while True:
+            try:
+                await job.spec.watch(job.config, self.contexts[job.name], lambda obs: self.emit(job, obs))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broken watcher is reported and restarted, never fatal
+                self.status[job.name].error = f"watcher: {exc.__class__.__name__}: {exc}"
+                log.exception("watcher of %s failed; restarting in 5s", job.name)
+                await asyncio.sleep(5)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -214,6 +234,9 @@ class Agent:
             "agent %s started: %d probe jobs, %d reports spooled", self.host, len(self.cfg.jobs), self.store.backlog()
         )
         tasks = [asyncio.create_task(self._job_loop(job), name=f"probe:{job.name}") for job in self.cfg.jobs]
+        for job in self.cfg.jobs:
+            if job.spec.watch is not None:
+                tasks.append(asyncio.create_task(self._watch(job), name=f"watch:{job.name}"))
         tasks.append(asyncio.create_task(self.sender.run(), name="delivery"))
         await asyncio.sleep(1.0)  # let the first rounds finish so the first heartbeat says something
         tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))

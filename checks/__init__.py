@@ -18,7 +18,7 @@ PROBES: dict[str, str] = {
 def load(name: str) -> ProbeSpec:
     """The probe registered under `name` (KeyError if there is none)."""
     module = importlib.import_module(PROBES[name])
-    return ProbeSpec(name=name, config=module.Config, run=module.probe)
+    return ProbeSpec(name=name, config=module.Config, run=module.probe, watch=getattr(module, "watch", None))
 
 
 __all__ = ["PROBES", "Impact", "Observation", "ProbeConfig", "ProbeContext", "ProbeError", "ProbeSpec", "load"]

@@ -86,6 +86,8 @@ class ProbeContext:
     state_dir: Path
     impact: Impact = field(default_factory=Impact)
     memory: dict[str, Any] = field(default_factory=dict)
+    # Set by the agent: ask for the scheduled probe to run now (e.g. a trap asks for a confirming poll).
+    poll_now: Callable[[], None] = lambda: None
     _busy: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,6 +113,10 @@ class ProbeContext:
 
 
 ProbeFn = Callable[[C, ProbeContext], Awaitable[list[Observation]]]
+Emit = Callable[[list[Observation]], None]
+# A probe may also watch continuously (traps, file events): `async def watch(cfg, ctx, emit)` runs for
+# the agent's life and hands what it sees to `emit`, which classifies it at once like a round's results.
+WatchFn = Callable[[C, ProbeContext, Emit], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -118,3 +124,4 @@ class ProbeSpec(Generic[C]):
     name: str
     config: type[C]
     run: ProbeFn
+    watch: WatchFn | None = None
