@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hisguard.checks.base import Impact, Observation
-
 from hisguard.plan import Scope, Severity, Text, Trigger, functions_of, scope_for, severity_for
 
 

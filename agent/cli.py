@@ -8,10 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from hisguard import __version__
 from hisguard.agent.config import AgentConfig, load_config
 from hisguard.agent.tomlconfig import ConfigError
-
-from hisguard import __version__
 from hisguard.plan import Trigger
 
 EXIT_CONFIG = 2

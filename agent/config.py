@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from hisguard.agent.tomlconfig import ConfigError, explain, read_toml, validate
 from hisguard.checks import PROBES, Impact, ProbeConfig, ProbeSpec, load
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class AgentSection(Impact):

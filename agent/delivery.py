@@ -13,10 +13,10 @@ import ssl
 from typing import Any
 
 import httpx
-from hisguard.agent.config import AgentConfig
-from hisguard.agent.store import Pending, StateStore
 
 from hisguard import __version__
+from hisguard.agent.config import AgentConfig
+from hisguard.agent.store import Pending, StateStore
 from hisguard.report import API_PREFIX
 
 log = logging.getLogger("hisguard.agent.delivery")

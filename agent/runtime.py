@@ -11,14 +11,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from hisguard import __version__
 from hisguard.agent.classify import Failing, Incident, classify, functions
 from hisguard.agent.config import AgentConfig, ProbeJob
 from hisguard.agent.debounce import Debouncer
 from hisguard.agent.delivery import Sender
 from hisguard.agent.store import StateStore
 from hisguard.checks.base import Impact, Observation, ProbeContext, ProbeError
-
-from hisguard import __version__
 from hisguard.report import Heartbeat, IncidentEvent, utcnow
 
 log = logging.getLogger("hisguard.agent")

@@ -29,13 +29,16 @@ def _split_key(raw: str) -> tuple[str, ...]:
 
 
 def key_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each table and key path (array-of-table entries indexed) to its 1-based line."""
+    """Map each table and key path (array entries indexed) to its 1-based line."""
     lines: dict[tuple[Any, ...], int] = {}
     counts: dict[tuple[str, ...], int] = {}
     current: tuple[Any, ...] = ()
     depth = 0  # inside a multi-line array or inline table, lines are values, not keys
+    array: tuple[Any, ...] | None = None  # the key whose multi-line array we are in
+    element = 0
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
+        code = re.sub(r"""("[^"]*"|'[^']*')""", '""', line.split("#", 1)[0])
         if depth == 0 and (m := _HEADER.match(line)) and not stripped.startswith("[ "):
             path = _split_key(m.group(2))
             if m.group(1) == "[[":
@@ -46,9 +49,19 @@ def key_lines(text: str) -> dict[tuple[Any, ...], int]:
             lines.setdefault(current, number)
             continue
         if depth == 0 and (m := _KEY.match(line)):
-            lines.setdefault((*current, *_split_key(m.group(1))), number)
-        code = re.sub(r"""("[^"]*"|'[^']*')""", "", line.split("#", 1)[0] if "#" in line else line)
+            key = (*current, *_split_key(m.group(1)))
+            lines.setdefault(key, number)
+            if code.count("[") > code.count("]"):
+                array, element = key, 0
+        elif depth == 1 and array is not None and stripped.startswith("{"):
+            # One inline table per line in a multi-line array: index it and its keys.
+            lines.setdefault((*array, element), number)
+            for k in re.findall(r"([A-Za-z0-9_\-]+)\s*=", code):
+                lines.setdefault((*array, element, k), number)
+            element += 1
         depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
+        if depth == 0:
+            array = None
     return lines
 
 

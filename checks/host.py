@@ -8,8 +8,9 @@ import sys
 import time
 
 import psutil
-from hisguard.checks.base import Observation, ProbeConfig, ProbeContext, ProbeError
 from pydantic import Field
+
+from hisguard.checks.base import Observation, ProbeConfig, ProbeContext, ProbeError
 
 # File systems that are not disks a HIS writes to.
 _PSEUDO_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "iso9660", "udf", "ramfs", "proc", "sysfs", "nsfs"}

@@ -6,10 +6,11 @@ import os
 import sys
 from typing import Literal
 
-from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext, ProbeError
 from icmplib import async_multiping
 from icmplib.exceptions import ICMPLibError
 from pydantic import Field, field_validator
+
+from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext, ProbeError
 
 
 class Target(Impact):

@@ -8,14 +8,14 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from hisguard.server.api import incidents, reports
-from hisguard.server.domain.ingest import raise_silent_agents
-from hisguard.server.settings import ServerSettings
-from hisguard.server.storage.db import Database
 from starlette.concurrency import run_in_threadpool
 
 from hisguard import __version__
 from hisguard.report import API_PREFIX, utcnow
+from hisguard.server.api import incidents, reports
+from hisguard.server.domain.ingest import raise_silent_agents
+from hisguard.server.settings import ServerSettings
+from hisguard.server.storage.db import Database
 
 log = logging.getLogger("hisguard.server")
 

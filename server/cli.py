@@ -7,10 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from hisguard import __version__
 from hisguard.agent.tomlconfig import ConfigError
 from hisguard.server.settings import ServerSettings, load_settings
-
-from hisguard import __version__
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
@@ -33,6 +32,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
+
     from hisguard.server.app import create_app
 
     settings = _settings(args)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hisguard.agent.tomlconfig import read_toml, validate
 from pydantic import BaseModel, ConfigDict, Field
+
+from hisguard.agent.tomlconfig import read_toml, validate
 
 DEFAULT_PORT = 8470
 

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
 from hisguard.server.domain.tokens import Principal, authenticate
 from hisguard.server.storage.db import Database
-from sqlalchemy.orm import Session
 
 _bearer = HTTPBearer(auto_error=False, description="Agent or engineer token")
 

@@ -6,14 +6,14 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from hisguard.server.api.deps import require, session
-from hisguard.server.domain.incidents import as_json
-from hisguard.server.storage.models import Agent, Incident
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Severity
 from hisguard.report import utcnow
+from hisguard.server.api.deps import require, session
+from hisguard.server.domain.incidents import as_json
+from hisguard.server.storage.models import Agent, Incident
 
 router = APIRouter(tags=["engineers"], dependencies=[Depends(require("engineer"))])
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from hisguard.report import BatchAccepted, ReportBatch
 from hisguard.server.api.deps import database, require
 from hisguard.server.domain.ingest import WrongAgent, apply_batch
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.storage.db import Database
-from sqlalchemy.exc import IntegrityError, OperationalError
-
-from hisguard.report import BatchAccepted, ReportBatch
 
 router = APIRouter(tags=["agents"])
 log = logging.getLogger("hisguard.server.ingest")

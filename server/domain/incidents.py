@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hisguard.server.storage.models import Incident
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Severity
+from hisguard.server.storage.models import Incident
 
 
 def find_open(s: Session, site: str, key: str) -> Incident | None:

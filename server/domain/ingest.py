@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from hisguard.server.domain import incidents
-from hisguard.server.domain.tokens import Principal
-from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
+from hisguard.server.domain import incidents
+from hisguard.server.domain.tokens import Principal
+from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
 
 SILENT_KEY = "agent-silent/{agent}"
 SILENT_TITLE = Text("监测代理 {agent} 失联：服务器宕机或网络中断", "Agent {agent} is silent: server down or cut off")

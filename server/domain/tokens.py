@@ -6,11 +6,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from hisguard.server.storage.models import Agent, Token
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hisguard.report import utcnow
+from hisguard.server.storage.models import Agent, Token
 
 PREFIX = {"agent": "hga_", "engineer": "hge_"}
 

@@ -74,8 +74,24 @@ class TestNet:
         run = ("ip", "netns", "exec", h.ns, "nft")
         sh(*run, "add", "table", "inet", "hgloss")
         sh(*run, "add", "chain", "inet", "hgloss", "in", "{ type filter hook input priority 0; }")
-        sh(*run, "add", "rule", "inet", "hgloss", "in", "ip", "protocol", "icmp",
-           "numgen", "random", "mod", "100", "<", str(percent), "drop")
+        sh(
+            *run,
+            "add",
+            "rule",
+            "inet",
+            "hgloss",
+            "in",
+            "ip",
+            "protocol",
+            "icmp",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            str(percent),
+            "drop",
+        )
 
     def close(self) -> None:
         for h in self.hosts.values():

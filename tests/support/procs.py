@@ -53,7 +53,11 @@ class ServerProc:
         db = ["--db", self.db_url] if self.db_url else []
         out = subprocess.run(
             [sys.executable, "-m", "hisguard.server.cli", *args, *db, "--config", str(self.config)],
-            env=self.env(), capture_output=True, text=True, check=True, timeout=60,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
         return out.stdout.strip().splitlines()[-1]
 
@@ -63,9 +67,20 @@ class ServerProc:
     def start(self) -> ServerProc:
         db = ["--db", self.db_url] if self.db_url else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hisguard.server.cli", "run", "--listen", f"127.0.0.1:{self.port}",
-             "--config", str(self.config), *db],
-            env=self.env(), stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "hisguard.server.cli",
+                "run",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--config",
+                str(self.config),
+                *db,
+            ],
+            env=self.env(),
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_until(self._healthy, 30, what="server /healthz")
         return self
@@ -89,8 +104,12 @@ class ServerProc:
         self.proc = None
 
     def get(self, path: str, **params: Any) -> Any:
-        r = httpx.get(f"{self.url}/api/v1{path}", params=params,
-                      headers={"Authorization": f"Bearer {self.engineer_token}"}, timeout=10)
+        r = httpx.get(
+            f"{self.url}/api/v1{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {self.engineer_token}"},
+            timeout=10,
+        )
         r.raise_for_status()
         return r.json()
 

@@ -1,6 +1,7 @@
 """Alembic environment: the server hands its connection in through config.attributes."""
 
 from alembic import context
+
 from hisguard.server.storage.models import Base
 
 connection = context.config.attributes["connection"]
