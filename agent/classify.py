@@ -39,6 +39,34 @@ RULES: dict[str, Rule] = {
     "host.disk": Rule(
         T2, Text("{host} 磁盘 {label} 空间将满", "{host}: disk {label} nearly full"), cap=Severity.URGENT
     ),
+    # -- Windows event log (checks/winevent.py): events by ID/provider/EventData, held failed for a while --
+    "winevent.disk": Rule(T1, Text("{host} 磁盘 {label} 报告硬件错误", "{host}: disk {label} reports hardware errors")),
+    "winevent.hardware": Rule(T1, Text("{host} 发生严重硬件错误（WHEA）", "{host}: fatal hardware error (WHEA)")),
+    "winevent.hardware_corrected": Rule(
+        T1,
+        Text("{host} 已更正硬件错误频发（{value:.0f} 次），硬件将坏", "{host}: {value:.0f} corrected hardware errors"),
+        cap=Severity.URGENT,
+    ),
+    "winevent.sql_io": Rule(
+        T1, Text("{host} SQL Server {label} 读写磁盘出错（823/825）", "{host}: SQL Server {label} disk I/O errors")
+    ),
+    "winevent.unexpected_shutdown": Rule(
+        T2, Text("{host} 意外关机或崩溃后重启", "{host} restarted after an unexpected shutdown or crash")
+    ),
+    "winevent.service_crash": Rule(
+        T2, Text("{host} 服务 {label} 意外终止", "{host}: service {label} terminated unexpectedly")
+    ),
+    "winevent.filesystem": Rule(
+        T2, Text("{host} 卷 {label} 文件系统损坏", "{host}: file system on volume {label} is corrupt")
+    ),
+    "winevent.sql_suspect": Rule(
+        Trigger.DATABASE,
+        Text("{host} SQL Server {label} 数据页损坏（824），数据库可能置疑", "{host}: SQL Server {label} pages damaged"),
+    ),
+    "winevent.sql_log_full": Rule(
+        Trigger.DATABASE,
+        Text("{host} 数据库 {label} 事务日志已满（9002），无法写入", "{host}: transaction log of {label} is full"),
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext,
 PROBES: dict[str, str] = {
     "host": "hisguard.checks.host",
     "ping": "hisguard.checks.ping",
+    "winevent": "hisguard.checks.winevent",
 }
 
 
