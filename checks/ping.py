@@ -8,7 +8,7 @@ from typing import Literal
 
 from icmplib import async_multiping
 from icmplib.exceptions import ICMPLibError
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext, ProbeError
 
@@ -26,7 +26,7 @@ class Config(ProbeConfig):
     clear_after: int = Field(2, ge=1)
     count: int = Field(5, ge=1, le=100, description="Echo requests per target per round")
     packet_interval: float = Field(0.05, ge=0.0, le=5.0, description="Seconds between a target's requests")
-    reply_timeout: float = Field(1.0, gt=0, le=30, description="Seconds to wait for the last reply")
+    reply_timeout: float = Field(0.8, gt=0, le=30, description="Seconds to wait for each reply")
     down_loss: float = Field(1.0, gt=0, le=1.0, description="Loss fraction at which a round counts as failed")
     concurrency: int = Field(200, ge=1, le=5000, description="Targets pinged at once")
     privileged: Literal["auto", "yes", "no"] = Field(
@@ -43,6 +43,18 @@ class Config(ProbeConfig):
                 raise ValueError(f"target {t.address} is listed twice")
             seen.add(t.address)
         return targets
+
+
+    @model_validator(mode="after")
+    def _fits_timeout(self) -> Config:
+        # A dead target waits out every request: that worst case must fit in the job's timeout.
+        worst = self.count * (self.reply_timeout + self.packet_interval)
+        if worst > self.timeout:
+            raise ValueError(
+                f"count × (reply_timeout + packet_interval) = {worst:g}s exceeds timeout ({self.timeout:g}s): "
+                "an unreachable target would make every round time out"
+            )
+        return self
 
 
 def _privileged(choice: str) -> bool:

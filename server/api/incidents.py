@@ -13,7 +13,7 @@ from hisguard.plan import Severity
 from hisguard.report import utcnow
 from hisguard.server.api.deps import require, session
 from hisguard.server.domain.incidents import as_json
-from hisguard.server.storage.models import Agent, Incident
+from hisguard.server.storage.models import Agent, AgentStatus, Incident
 
 router = APIRouter(tags=["engineers"], dependencies=[Depends(require("engineer"))])
 
@@ -69,3 +69,17 @@ def list_agents(request: Request, s: Session = Depends(session)) -> list[dict[st
             }
         )
     return out
+
+
+@router.get("/agents/{agent_id}/health", summary="The agent's latest health snapshot")
+def agent_health(agent_id: int, s: Session = Depends(session)) -> dict[str, Any]:
+    agent = s.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(404, "no such agent")
+    status = s.get(AgentStatus, agent_id)
+    return {
+        "agent": agent.name,
+        "site": agent.site,
+        "at": status.at.isoformat() if status else None,
+        "snapshot": status.snapshot if status else None,
+    }

@@ -29,6 +29,8 @@ class TestHost:
 class TestNet:
     """A set of test hosts; use as a context manager so every namespace is removed afterwards."""
 
+    __test__ = False  # not a test class, whatever its name
+
     tag: str = field(default_factory=lambda: f"hg{os.getpid() % 100000}")
     hosts: dict[str, TestHost] = field(default_factory=dict)
     _n: int = 0

@@ -1,0 +1,75 @@
+import asyncio
+import contextlib
+import threading
+
+import pytest
+
+from hisguard import checks
+from hisguard.agent.config import load_config
+from hisguard.agent.runtime import Agent
+from tests.support import testprobes
+
+
+@pytest.fixture
+def agent_cfg(tmp_path, monkeypatch):
+    monkeypatch.setitem(checks.PROBES, "testprobe", "tests.support.testprobes")
+    testprobes.RUNS.clear()
+    testprobes.RELEASE.clear()
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        """
+[agent]
+name = "sched"
+state_dir = "state"
+[server]
+url = "http://127.0.0.1:9"
+token = "x"
+[[probe.testprobe]]
+name = "tick"
+interval = 0.2
+timeout = 0.2
+[[probe.testprobe]]
+name = "hang"
+mode = "hang"
+interval = 0.5
+timeout = 0.3
+[[probe.testprobe]]
+name = "stuck"
+mode = "hang_thread"
+interval = 0.3
+timeout = 0.2
+[[probe.testprobe]]
+name = "crash"
+mode = "crash"
+interval = 0.3
+timeout = 0.2
+"""
+    )
+    yield load_config(path)
+    testprobes.RELEASE.set()
+
+
+async def test_hung_probe_is_a_probe_failure_and_others_keep_their_schedule(agent_cfg):
+    agent = Agent(agent_cfg)
+    threads_before = threading.active_count()
+    tasks = [asyncio.create_task(agent._job_loop(job)) for job in agent_cfg.jobs]
+    await asyncio.sleep(2.05)
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    # The ticking job ran on its 0.2 s cadence despite its neighbours hanging and crashing.
+    assert len(testprobes.RUNS) >= 8, testprobes.RUNS
+    gaps = [b - a for a, b in zip(testprobes.RUNS, testprobes.RUNS[1:], strict=False)]
+    assert max(gaps) < 0.5
+    hang, stuck, crash = agent.status["hang"], agent.status["stuck"], agent.status["crash"]
+    assert hang.ok is False and "timed out after 0.3s" in hang.error and hang.failures >= 3
+    assert crash.ok is False and "RuntimeError: probe bug" in crash.error
+    # A call stuck in a thread is not started again while it holds its thread: no pile-up.
+    assert stuck.failures >= 5 and "has not returned" in stuck.error
+    assert threading.active_count() - threads_before <= 1
+    testprobes.RELEASE.set()
+    snap = agent.snapshot()["probes"]
+    assert snap["hang"]["ok"] is False and snap["tick"]["ok"] is True
+    agent.store.close()
