@@ -67,6 +67,127 @@ RULES: dict[str, Rule] = {
         Trigger.DATABASE,
         Text("{host} 数据库 {label} 事务日志已满（9002），无法写入", "{host}: transaction log of {label} is full"),
     ),
+    # -- 2.4(5) virus (checks/antivirus.py, checks/canary.py). The role in the check name decides urgency:
+    # a workstation hit is routine (guide by phone), a server hit urgent (engineers on site), a tripped
+    # canary critical. A detection is an event held open for the probe's detection_hold, then cleared.
+    "av.detection": Rule(
+        Trigger.VIRUS, Text("{host} 检出病毒：{label}", "{host}: virus detected: {label}"), cap=Severity.ROUTINE
+    ),
+    "av.detection.server": Rule(
+        Trigger.VIRUS,
+        Text("服务器 {host} 检出病毒：{label}", "Server {host}: virus detected: {label}"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
+    "av.protection": Rule(
+        Trigger.VIRUS,
+        Text("{host} 防病毒防护已关闭：{label}", "{host}: antivirus protection off: {label}"),
+        cap=Severity.ROUTINE,
+    ),
+    "av.protection.server": Rule(
+        Trigger.VIRUS,
+        Text("服务器 {host} 防病毒防护已关闭：{label}", "Server {host}: antivirus protection off: {label}"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
+    "av.signatures": Rule(
+        Trigger.VIRUS, Text("{host} {label} 病毒库过期", "{host}: {label} signatures out of date"), cap=Severity.ROUTINE
+    ),
+    "canary.tripped": Rule(
+        Trigger.VIRUS,
+        Text("{host} 勒索诱饵文件 {label} 被改动，疑似勒索病毒", "{host}: ransomware canary {label} was tampered with"),
+        floor=Severity.CRITICAL,
+    ),
+    "canary.tripped.server": Rule(
+        Trigger.VIRUS,
+        Text(
+            "服务器 {host} 勒索诱饵文件 {label} 被改动，疑似勒索病毒",
+            "Server {host}: ransomware canary {label} tampered with",
+        ),
+        floor=Severity.CRITICAL,
+    ),
+    "canary.rename_burst": Rule(
+        Trigger.VIRUS,
+        Text(
+            "{host} 大量文件被改为异常扩展名，疑似勒索加密",
+            "{host}: burst of renames to unusual extensions (ransomware?)",
+        ),
+        floor=Severity.URGENT,
+    ),
+    "canary.rename_burst.server": Rule(
+        Trigger.VIRUS,
+        Text(
+            "服务器 {host} 大量文件被改为异常扩展名，疑似勒索加密",
+            "Server {host}: burst of renames to unusual extensions",
+        ),
+        floor=Severity.CRITICAL,
+    ),
+    # -- 2.4(3)/(4) HIS database (checks/database/). Scope: the server's impact for server-wide checks,
+    # the subsystem's departments for tables, row counts and anomaly rules. Patient-fee anomalies
+    # outrank hospital-account anomalies (2.6: patient fees are put right first).
+    "db.connect": Rule(T2, Text("{label} 数据库服务无法连接", "{label}: database service cannot be reached")),
+    "db.restart": Rule(
+        T2, Text("{label} 数据库服务刚刚重启", "{label}: database service restarted"), cap=Severity.URGENT
+    ),
+    "db.state": Rule(
+        Trigger.DATABASE, Text("数据库 {label} 置疑或不可用", "Database {label} is suspect or unavailable")
+    ),
+    "db.corruption": Rule(
+        Trigger.DATABASE,
+        Text("数据库 {label} 出现损坏页或 I/O 错误（823/824/825）", "Database {label}: damaged pages / I/O errors"),
+        floor=Severity.URGENT,
+    ),
+    "db.table": Rule(
+        Trigger.DATABASE,
+        Text("数据表 {label} 被删除或丢失（与基线相比）", "Table {label} deleted or lost (against the baseline)"),
+        floor=Severity.URGENT,
+    ),
+    "db.column": Rule(
+        Trigger.DATABASE,
+        Text("数据表 {label} 表结构与基线不一致", "Table {label}: columns differ from the baseline"),
+        cap=Severity.ROUTINE,
+    ),
+    "db.rows": Rule(
+        Trigger.DATA_LOSS,
+        Text("子系统 {label} 大面积数据丢失", "Subsystem {label}: large-scale data loss"),
+        floor=Severity.URGENT,
+    ),
+    "db.anomaly.patient_fee": Rule(
+        Trigger.DATA_LOSS,
+        Text("患者费用数据异常：{label}", "Patient fee data anomaly: {label}"),
+        floor=Severity.URGENT,
+    ),
+    "db.anomaly.accounting": Rule(
+        Trigger.DATA_LOSS,
+        Text("医院账目数据异常：{label}", "Hospital account data anomaly: {label}"),
+        cap=Severity.URGENT,
+    ),
+    "db.anomaly": Rule(Trigger.DATA_LOSS, Text("数据异常：{label}", "Data anomaly: {label}"), cap=Severity.URGENT),
+    "db.backup": Rule(
+        Trigger.DATA_LOSS, Text("数据库 {label} 备份超期", "Database {label}: backup overdue"), cap=Severity.ROUTINE
+    ),
+    "db.backup.urgent": Rule(
+        Trigger.DATA_LOSS,
+        Text("数据库 {label} 备份超期", "Database {label}: backup overdue"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
+    "db.log_full": Rule(
+        Trigger.DATA_LOSS,
+        Text("数据库 {label} 事务日志将满（9002）", "Database {label}: transaction log nearly full (9002)"),
+        cap=Severity.ROUTINE,
+    ),
+    "db.log_full.urgent": Rule(
+        Trigger.DATA_LOSS,
+        Text("数据库 {label} 事务日志将满（9002）", "Database {label}: transaction log nearly full (9002)"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
+    "db.checkdb": Rule(
+        Trigger.DATABASE,
+        Text("数据库 {label} 长期未做一致性检查（CHECKDB）", "Database {label}: no recent good CHECKDB"),
+        cap=Severity.ROUTINE,
+    ),
 }
 
 

@@ -12,6 +12,10 @@ from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext,
 PROBES: dict[str, str] = {
     "host": "hisguard.checks.host",
     "ping": "hisguard.checks.ping",
+    "database": "hisguard.checks.database",
+    "snmp": "hisguard.checks.snmp",  # switches, servers and UPS units over SNMP; trap receiver
+    "antivirus": "hisguard.checks.antivirus",
+    "canary": "hisguard.checks.canary",
     "winevent": "hisguard.checks.winevent",
 }
 
