@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hisguard import __version__
 from hisguard.report import API_PREFIX, utcnow
-from hisguard.server.api import incidents, metrics, reports
+from hisguard.server.api import incidents, interop, metrics, reports
 from hisguard.server.domain.ingest import raise_silent_agents
 from hisguard.server.settings import ServerSettings
 from hisguard.server.storage.db import Database
@@ -62,6 +62,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(reports.router, prefix=API_PREFIX)
     app.include_router(incidents.router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # GET /metrics (Prometheus)
+    app.include_router(interop.router, prefix=API_PREFIX)  # Alertmanager / Zabbix webhooks
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
