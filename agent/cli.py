@@ -116,6 +116,15 @@ def cmd_once(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from hisguard.checks.database.rebaseline import run_command
+
+    cfg = _load(args.config)
+    _logging(cfg.agent.log_level)
+    jobs = [(j.name, j.config) for j in cfg.jobs if j.spec.name == "database" and args.job in (None, j.name)]
+    return run_command(jobs, cfg.agent.state_dir, args.reason)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hisguard-agent", description="hisguard agent: probes, classifies, reports")
     parser.add_argument("--version", action="version", version=f"hisguard-agent {__version__}")
@@ -128,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
         p.set_defaults(fn=fn)
+    p = sub.add_parser("baseline", help="record the HIS database schema baseline (re-run after a planned upgrade)")
+    p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
+    p.add_argument("--job", help="only this database job (default: every [[probe.database]] job)")
+    p.add_argument("--reason", help="why the baseline is (re-)recorded, for the log (e.g. 'HIS upgrade 5.2')")
+    p.set_defaults(fn=cmd_baseline)
     return parser
 
 

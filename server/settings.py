@@ -56,6 +56,67 @@ class InteropSource(BaseModel):
     severity_map: dict[str, Severity] = Field(default_factory=dict, description="Peer severity → plan severity")
 
 
+class Contact(BaseModel):
+    """A person or a group robot, and the channels that reach it (any subset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Display name (defaults to the key)")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    webhook: str | None = Field(None, pattern=r"^https?://", description="Generic JSON webhook URL")
+    wecom: str | None = Field(None, pattern=r"^https?://", description="WeCom group robot URL (…/webhook/send?key=…)")
+    dingtalk: str | None = Field(None, pattern=r"^https?://", description="DingTalk robot URL (…/robot/send?…)")
+    dingtalk_secret: str | None = Field(None, description="DingTalk robot signing secret (加签), if set")
+    mobile: str | None = Field(None, description="Mobile number, @-mentioned in robot messages")
+
+
+class SiteSettings(BaseModel):
+    """One hospital: its contacts, on-call tiers and activation policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name_zh: str | None = None
+    name_en: str | None = None
+    contacts: dict[str, Contact] = Field(default_factory=dict)
+    tiers: list[list[str]] = Field(
+        default_factory=list, description="On-call tiers in escalation order, each a list of contact keys"
+    )
+    managers: list[str] = Field(default_factory=list, description="Service managers told when the plan activates")
+    hospital: list[str] = Field(default_factory=list, description="Hospital contacts: plan started, advisories")
+    urgent_triggers: list[int] = Field(
+        default_factory=list, description="Triggers whose urgent cases also activate the plan (critical always does)"
+    )
+    plan_file: Path | None = Field(None, description="Contract-specific plan text (TOML) overriding the default")
+
+    @model_validator(mode="after")
+    def _known_contacts(self) -> SiteSettings:
+        named = [n for tier in self.tiers for n in tier] + self.managers + self.hospital
+        unknown = sorted({n for n in named if n not in self.contacts})
+        if unknown:
+            raise ValueError(f"unknown contact(s) {unknown}: define them under contacts")
+        bad = [t for t in self.urgent_triggers if not 1 <= t <= 6]
+        if bad:
+            raise ValueError(f"urgent_triggers: {bad} are not triggers 1-6")
+        return self
+
+
+class NotifySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "hisguard@localhost"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds per delivery attempt")
+    max_attempts: int = Field(6, ge=1, le=50)
+    backoff: float = Field(5.0, gt=0, le=3600, description="Seconds before the first retry; doubles each time")
+    backoff_max: float = Field(600.0, gt=0, le=86400)
+    interval: float = Field(1.0, gt=0, le=60, description="Seconds between outbox polls (new messages wake it)")
+    console_url: str | None = Field(None, description="Link to the case in messages, e.g. https://hisguard/cases/")
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +126,14 @@ class ServerSettings(BaseModel):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
     silence_heartbeats: int = Field(3, ge=1, le=100, description="Missed heartbeats before an agent is silent")
     watchdog_interval: float = Field(5.0, gt=0, le=600, description="Seconds between silence checks")
+    clock_interval: float = Field(1.0, gt=0, le=60, description="Seconds between checks for due plan clocks")
+    sites: dict[str, SiteSettings] = Field(
+        default_factory=dict, description='Per hospital; the key "*" is the default for sites not listed'
+    )
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+
+    def site(self, name: str) -> SiteSettings:
+        return self.sites.get(name) or self.sites.get("*") or SiteSettings()
     interop: dict[str, InteropSource] = Field(
         default_factory=dict, description="Inbound alert sources, keyed by the name their agent token was made for"
     )
