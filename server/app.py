@@ -12,8 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from hisguard import __version__
 from hisguard.report import API_PREFIX, utcnow
-from hisguard.server.api import incidents, interop, metrics, reports
+from hisguard.server.api import cases as cases_api
+from hisguard.server.api import incidents, interop, metrics, ops, reports
+from hisguard.server.domain import cases, clocks
+from hisguard.server.domain.clocks import Clock, ClockRunner
 from hisguard.server.domain.ingest import raise_silent_agents
+from hisguard.server.notify.dispatcher import Dispatcher
 from hisguard.server.settings import ServerSettings
 from hisguard.server.storage.db import Database
 
@@ -38,17 +42,26 @@ async def _watchdog(app: FastAPI) -> None:
             log.exception("silence check failed")
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
+def create_app(settings: ServerSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    """The server; `clock` replaces the wall clock of the plan engine (tests move it by hand)."""
     settings = settings or ServerSettings()
+    clocks.use(clock or clocks.SystemClock())
+    cases.configure(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db.migrate()
-        task = asyncio.create_task(_watchdog(app))
+        tasks = [
+            asyncio.create_task(_watchdog(app)),
+            asyncio.create_task(app.state.clock_runner.run()),
+            asyncio.create_task(app.state.dispatcher.run()),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         app.state.db.dispose()
 
     app = FastAPI(
@@ -59,8 +72,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = Database(settings.db_url)
+    app.state.clock_runner = ClockRunner(app.state.db, cases.on_clock, settings.clock_interval)
+    app.state.dispatcher = Dispatcher(app.state.db, settings)
     app.include_router(reports.router, prefix=API_PREFIX)
     app.include_router(incidents.router, prefix=API_PREFIX)
+    app.include_router(cases_api.router, prefix=API_PREFIX)
+    app.include_router(ops.router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # GET /metrics (Prometheus)
     app.include_router(interop.router, prefix=API_PREFIX)  # Alertmanager / Zabbix webhooks
 

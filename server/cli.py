@@ -48,7 +48,10 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from hisguard.server.storage.db import Database
 
     if bool(args.agent) == bool(args.engineer):
-        print("give either --agent NAME --site SITE or --engineer NAME", file=sys.stderr)
+        print("give either --agent NAME --site SITE or --engineer NAME [--role ROLE]", file=sys.stderr)
+        return 2
+    if args.engineer and args.role == "hospital_contact" and not args.site:
+        print("--role hospital_contact needs --site (the contact's hospital)", file=sys.stderr)
         return 2
     if args.agent and not args.site:
         print("--agent needs --site", file=sys.stderr)
@@ -61,8 +64,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             token = create_agent_token(s, args.agent, args.site)
             print(f"agent {args.agent} at site {args.site}: token (shown once, store it in the agent's config):")
         else:
-            token = create_engineer_token(s, args.engineer)
-            print(f"engineer {args.engineer}: token (shown once):")
+            token = create_engineer_token(s, args.engineer, args.role, args.site)
+            where = f" at site {args.site}" if args.role == "hospital_contact" else ""
+            print(f"{args.role} {args.engineer}{where}: token (shown once):")
     db.dispose()
     print(token)
     return 0
@@ -82,8 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
     create = token.add_parser("create", help="create a token; it is printed as the last line")
     create.add_argument("--agent", help="agent name")
-    create.add_argument("--site", help="the agent's site (hospital)")
-    create.add_argument("--engineer", help="engineer name")
+    create.add_argument("--site", help="the agent's (or hospital contact's) site (hospital)")
+    create.add_argument("--engineer", help="a person's name (engineer, service manager, hospital contact, admin)")
+    create.add_argument(
+        "--role",
+        choices=["engineer", "service_manager", "hospital_contact", "admin"],
+        default="engineer",
+        help="the person's role (default engineer); hospital_contact needs --site",
+    )
     create.add_argument("--db", help="database URL")
     create.add_argument("--config", help="server settings (TOML)")
     create.set_defaults(fn=cmd_token_create)

@@ -19,43 +19,6 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("HISGUARD_DATA", "var/server")).resolve()
 
 
-# -- Inbound interop: Alertmanager and Zabbix webhooks become plan incidents (server/domain/interop.py) --
-class InteropRule(BaseModel):
-    """Alerts whose labels (Alertmanager) or tags (Zabbix) all match start this trigger."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    match: dict[str, str] = Field(default_factory=dict, description="label or tag → regular expression (full match)")
-    trigger: Trigger
-    scope: Scope | None = Field(None, description="Default: from the department / hospital_critical labels")
-    severity: Severity | None = Field(None, description="Default: the peer's severity mapped, else from the scope")
-    department: str | None = None
-
-    @model_validator(mode="after")
-    def _patterns(self) -> InteropRule:
-        for name, pattern in self.match.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"match.{name}: bad regular expression {pattern!r}: {exc}") from None
-        return self
-
-
-class InteropSource(BaseModel):
-    """A monitoring system posting to /api/v1/interop/KIND with the agent token of this source's name."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["alertmanager", "zabbix"]
-    rules: list[InteropRule] = Field(default_factory=list, description="First match wins")
-    default_trigger: Trigger | None = Field(None, description="For alerts no rule matches; unset: ignored")
-    host_label: str | None = Field(None, description="Default: instance (Alertmanager), host (Zabbix)")
-    department_label: str = "department"
-    hospital_critical_label: str = "hospital_critical"
-    severity_label: str = "severity"
-    severity_map: dict[str, Severity] = Field(default_factory=dict, description="Peer severity → plan severity")
-
-
 class Contact(BaseModel):
     """A person or a group robot, and the channels that reach it (any subset)."""
 
@@ -117,6 +80,43 @@ class NotifySettings(BaseModel):
     console_url: str | None = Field(None, description="Link to the case in messages, e.g. https://hisguard/cases/")
 
 
+# -- Inbound interop: Alertmanager and Zabbix webhooks become plan incidents (server/domain/interop.py) --
+class InteropRule(BaseModel):
+    """Alerts whose labels (Alertmanager) or tags (Zabbix) all match start this trigger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: dict[str, str] = Field(default_factory=dict, description="label or tag → regular expression (full match)")
+    trigger: Trigger
+    scope: Scope | None = Field(None, description="Default: from the department / hospital_critical labels")
+    severity: Severity | None = Field(None, description="Default: the peer's severity mapped, else from the scope")
+    department: str | None = None
+
+    @model_validator(mode="after")
+    def _patterns(self) -> InteropRule:
+        for name, pattern in self.match.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"match.{name}: bad regular expression {pattern!r}: {exc}") from None
+        return self
+
+
+class InteropSource(BaseModel):
+    """A monitoring system posting to /api/v1/interop/KIND with the agent token of this source's name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["alertmanager", "zabbix"]
+    rules: list[InteropRule] = Field(default_factory=list, description="First match wins")
+    default_trigger: Trigger | None = Field(None, description="For alerts no rule matches; unset: ignored")
+    host_label: str | None = Field(None, description="Default: instance (Alertmanager), host (Zabbix)")
+    department_label: str = "department"
+    hospital_critical_label: str = "hospital_critical"
+    severity_label: str = "severity"
+    severity_map: dict[str, Severity] = Field(default_factory=dict, description="Peer severity → plan severity")
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -131,12 +131,12 @@ class ServerSettings(BaseModel):
         default_factory=dict, description='Per hospital; the key "*" is the default for sites not listed'
     )
     notify: NotifySettings = Field(default_factory=NotifySettings)
-
-    def site(self, name: str) -> SiteSettings:
-        return self.sites.get(name) or self.sites.get("*") or SiteSettings()
     interop: dict[str, InteropSource] = Field(
         default_factory=dict, description="Inbound alert sources, keyed by the name their agent token was made for"
     )
+
+    def site(self, name: str) -> SiteSettings:
+        return self.sites.get(name) or self.sites.get("*") or SiteSettings()
 
     @property
     def db_url(self) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
-from hisguard.server.domain import incidents
+from hisguard.server.domain import cases, clocks, incidents
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
 
@@ -45,7 +45,11 @@ def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[st
             if inc is not None:
                 touched.append(inc)
         else:
-            _heartbeat(s, agent, item, now)
+            recovered = _heartbeat(s, agent, item, now)
+            if recovered is not None:
+                touched.append(recovered)
+    # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
+    cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
     return ids, duplicates, touched
 
 
@@ -82,7 +86,7 @@ def _compact(snapshot: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> None:
+def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> int | None:
     if agent.last_seen is None or hb.observed_at >= agent.last_seen:
         agent.last_seen = max(hb.observed_at, agent.last_seen or hb.observed_at)
         agent.interval_s = hb.interval_s
@@ -96,7 +100,8 @@ def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> None:
             status.at, status.snapshot = hb.observed_at, hb.snapshot
     s.add(HealthSample(agent_id=agent.id, at=hb.observed_at, data=_compact(hb.snapshot)))
     # The agent speaks again: a silence incident about it is over.
-    incidents.resolve(s, agent.site, SILENT_KEY.format(agent=agent.name), now)
+    inc = incidents.resolve(s, agent.site, SILENT_KEY.format(agent=agent.name), now)
+    return inc.id if inc is not None else None
 
 
 def raise_silent_agents(s: Session, now: datetime, missed_heartbeats: int) -> list[int]:
@@ -130,4 +135,6 @@ def raise_silent_agents(s: Session, now: datetime, missed_heartbeats: int) -> li
             },
         }
         opened.append(incidents.open_or_update(s, agent.site, agent.id, fields, now).id)
+    if opened:
+        cases.sync(s, opened, clocks.now())
     return opened

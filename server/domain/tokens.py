@@ -12,7 +12,10 @@ from sqlalchemy.orm import Session
 from hisguard.report import utcnow
 from hisguard.server.storage.models import Agent, Token
 
-PREFIX = {"agent": "hga_", "engineer": "hge_"}
+PREFIX = {"agent": "hga_", "engineer": "hge_", "hospital": "hgh_"}
+# People's roles. Vendor staff act as kind "engineer" (the engineers' API); a hospital contact is
+# kind "hospital", bound to one site, and sees only that site's cases.
+ROLES = ("engineer", "service_manager", "hospital_contact", "admin")
 
 
 def digest(token: str) -> str:
@@ -22,11 +25,12 @@ def digest(token: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # agent | engineer
+    kind: str  # agent | engineer | hospital
     name: str
     site: str | None
     agent_id: int | None
     token_id: int
+    role: str = "engineer"  # agent | engineer | service_manager | hospital_contact | admin
 
 
 def create_agent_token(s: Session, agent: str, site: str) -> str:
@@ -40,9 +44,24 @@ def create_agent_token(s: Session, agent: str, site: str) -> str:
     return token
 
 
-def create_engineer_token(s: Session, name: str) -> str:
-    token = PREFIX["engineer"] + secrets.token_urlsafe(32)
-    s.add(Token(kind="engineer", name=name, site=None, token_hash=digest(token), created_at=utcnow()))
+def create_engineer_token(s: Session, name: str, role: str = "engineer", site: str | None = None) -> str:
+    """A person's token with a role; a hospital contact's is bound to its site."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if role == "hospital_contact" and not site:
+        raise ValueError("a hospital_contact token needs the contact's site")
+    kind = "hospital" if role == "hospital_contact" else "engineer"
+    token = PREFIX[kind] + secrets.token_urlsafe(32)
+    s.add(
+        Token(
+            kind=kind,
+            name=name,
+            site=site if role == "hospital_contact" else None,
+            role=role,
+            token_hash=digest(token),
+            created_at=utcnow(),
+        )
+    )
     return token
 
 
@@ -50,4 +69,5 @@ def authenticate(s: Session, token: str) -> Principal | None:
     row = s.scalar(select(Token).where(Token.token_hash == digest(token), Token.revoked_at.is_(None)))
     if row is None:
         return None
-    return Principal(row.kind, row.name, row.site, row.agent_id, row.id)
+    role = "agent" if row.kind == "agent" else (row.role or "engineer")
+    return Principal(row.kind, row.name, row.site, row.agent_id, row.id, role)

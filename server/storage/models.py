@@ -83,6 +83,8 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # A person's role (engineer | service_manager | hospital_contact | admin); None on agent tokens.
+    role: Mapped[str | None] = mapped_column(String(30))
 
 
 class Incident(Base):
@@ -129,3 +131,199 @@ class Receipt(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     received_at: Mapped[datetime]
+
+
+# --- The emergency-plan engine: cases, plan instances and steps, clocks, notifications, audit ---
+
+
+class Case(Base):
+    """One fault as the plan sees it: the incidents it groups, its severity, acknowledgement and clocks."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(400))  # the lead incident's key (or a reported request's)
+    source: Mapped[str] = mapped_column(String(20))  # agent | reported
+    lead_incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    trigger: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(20))
+    severity_reason: Mapped[str | None] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(20))
+    host: Mapped[str | None] = mapped_column(String(200))
+    departments: Mapped[list[Any]]
+    functions: Mapped[list[Any]]
+    title_zh: Mapped[str] = mapped_column(Text)
+    title_en: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # open | resolved | merged
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    opened_at: Mapped[datetime]  # when the fault began (earliest incident)
+    reported_at: Mapped[datetime]  # when the server learned of it: response deadlines count from here
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    escalation_tier: Mapped[int] = mapped_column(Integer, default=1)  # highest on-call tier told so far (1-based)
+    resolved_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+    written_reply: Mapped[str | None] = mapped_column(Text)
+    written_reply_at: Mapped[datetime | None]
+    written_reply_by: Mapped[str | None] = mapped_column(String(200))
+    drill: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_cases_status_opened", "status", "opened_at"),
+        Index("ix_cases_site_status", "site", "status"),
+    )
+
+
+class CaseIncident(Base):
+    """Which case an incident belongs to (an incident belongs to one case)."""
+
+    __tablename__ = "case_incidents"
+
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    linked_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(20))  # opened | same_key | child | outbreak | merged
+
+
+class PlanInstance(Base):
+    """The emergency plan started for a case (2.5)."""
+
+    __tablename__ = "plan_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), unique=True)
+    trigger: Mapped[int] = mapped_column(Integer)
+    plan_source: Mapped[str] = mapped_column(String(200))  # which plan text (vendor default or a contract's)
+    activated_at: Mapped[datetime]
+    activated_by: Mapped[str] = mapped_column(String(200))  # "system" for automatic activation
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # active | completed
+    completed_at: Mapped[datetime | None]
+
+
+class PlanStep(Base):
+    """One step a person does: activation (2.5), the trigger's checklist (2.6) or a department's back-fill (2.7)."""
+
+    __tablename__ = "plan_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(20))  # activation | trigger | backfill
+    key: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(30))
+    text_zh: Mapped[str] = mapped_column(Text)
+    text_en: Mapped[str] = mapped_column(Text)
+    done_at: Mapped[datetime | None]
+    done_by: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ux_plan_steps_case_key", "case_id", "key", unique=True),)
+
+
+class CaseClock(Base):
+    """A deadline of the plan, persisted so it survives restarts and fires exactly once."""
+
+    __tablename__ = "case_clocks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))  # response:N | continuity:N | written_reply
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20))  # pending | fired | cancelled
+    fired_at: Mapped[datetime | None]
+    fired_by: Mapped[str | None] = mapped_column(String(100))  # which server process
+
+    __table_args__ = (
+        Index("ux_case_clocks_case_name", "case_id", "name", unique=True),
+        Index(
+            "ix_case_clocks_pending_due",
+            "due_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class Notification(Base):
+    """One message to one contact over one channel, with its outcome (an outbox: delivery is retried)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    site: Mapped[str] = mapped_column(String(200))
+    event: Mapped[str] = mapped_column(String(40))
+    contact: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(20))  # email | webhook | wecom | dingtalk
+    target: Mapped[str] = mapped_column(String(500))  # shown to people; robot keys are not stored
+    subject_zh: Mapped[str] = mapped_column(Text)
+    subject_en: Mapped[str] = mapped_column(Text)
+    body_zh: Mapped[str] = mapped_column(Text)
+    body_en: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]  # the structured event for webhooks
+    status: Mapped[str] = mapped_column(String(20))  # pending | sending | sent | failed | suppressed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_notifications_due",
+            "next_attempt_at",
+            sqlite_where=text("status IN ('pending', 'sending')"),
+            postgresql_where=text("status IN ('pending', 'sending')"),
+        ),
+    )
+
+
+class CaseEvent(Base):
+    """The case's timeline: what happened, by whom or by which clock."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]
+
+
+class AuditEntry(Base):
+    """Every human action, who did it with which role, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(30))
+    action: Mapped[str] = mapped_column(String(60))
+    site: Mapped[str | None] = mapped_column(String(200))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]]
+
+
+class MaintenanceWindow(Base):
+    """Planned work on a site (or one device of it): notifications are held back, recording goes on."""
+
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(String(200))  # None: the whole site
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_maintenance_site_ends", "site", "ends_at"),)

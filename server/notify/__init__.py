@@ -1,0 +1,1 @@
+"""Notifications: bilingual messages to contacts over e-mail, webhooks and WeCom/DingTalk group robots."""
