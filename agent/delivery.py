@@ -36,6 +36,8 @@ class Sender:
         verify: Any = True
         if cfg.server.ca_bundle:
             verify = ssl.create_default_context(cafile=str(cfg.server.ca_bundle))
+        elif not cfg.server.url.startswith("https:"):
+            verify = False  # plain http: loading the CA store would cost ~3 MB for nothing
         self.client = httpx.AsyncClient(
             base_url=cfg.server.url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"hisguard-agent/{__version__}"},

@@ -120,7 +120,8 @@ class ServerProc:
 class AgentProc:
     """`hisguard-agent run -c FILE` in its own process (optionally inside a network namespace)."""
 
-    def __init__(self, workdir: Path, config_text: str, netns: str | None = None) -> None:
+    def __init__(self, workdir: Path, config_text: str, netns: str | None = None, python: str = sys.executable) -> None:
+        self.python = python
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "agent.toml"
@@ -130,10 +131,10 @@ class AgentProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
-        cmd = [sys.executable, "-m", "hisguard.agent.cli", "run", "-c", str(self.config)]
+        cmd = [self.python, "-m", "hisguard.agent.cli", "run", "-c", str(self.config)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=self.workdir)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
