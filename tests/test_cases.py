@@ -135,15 +135,15 @@ class HttpSink:
             return [r for r in self.requests if r["path"].startswith(prefix)]
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
+@pytest.fixture(name="smtp")
+def smtp_fixture() -> Iterator[SmtpSink]:
     sink = SmtpSink()
     yield sink
     sink.stop()
 
 
-@pytest.fixture
-def http() -> Iterator[HttpSink]:
+@pytest.fixture(name="http")
+def http_fixture() -> Iterator[HttpSink]:
     sink = HttpSink()
     yield sink
     sink.stop()
