@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -37,6 +38,7 @@ NORMAL_EXTENSIONS = (
 ).split()
 ENCRYPTED_ENTROPY = 7.2  # bits per byte; text/CSV sits near 4–5, ciphertext near 8
 _REGISTRY = "canaries-{job}.json"
+log = logging.getLogger("hisguard.checks.canary")
 
 
 class Config(ProbeConfig):
@@ -172,7 +174,7 @@ class Canaries:
             self.save()
         return problems
 
-    def inspect(self, path: str, hint: str | None = None) -> dict[str, Any] | None:
+    def inspect(self, path: str) -> dict[str, Any] | None:
         """Compare a canary with its baseline; the trip (what happened) if it was touched."""
         rec = self.canaries.get(path)
         if rec is None or rec.get("tripped"):
@@ -180,7 +182,12 @@ class Canaries:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return {"how": hint if hint in ("renamed",) else "deleted"}
+            # Gone: renamed if the same inode is still in the folder under another name.
+            with contextlib.suppress(OSError), os.scandir(os.path.dirname(path)) as it:
+                for entry in it:
+                    if entry.inode() == rec["ino"] and entry.is_file(follow_symlinks=False):
+                        return {"how": "renamed", "renamed_to": entry.name}
+            return {"how": "deleted"}
         except OSError as exc:
             return {"how": "unreadable", "error": exc.strerror}
         if st.st_size == rec["size"] and st.st_ino == rec["ino"] and st.st_mtime_ns == rec["mtime_ns"]:
@@ -318,11 +325,20 @@ async def watch(cfg: Config, ctx: ProbeContext, emit: Emit) -> None:
         await _events(cfg, reg, ino, emit)
 
 
+def _tell(reg: Canaries, emit: Emit, obs: list[Observation]) -> None:
+    """Hand a trip to the classifier at once, and ask for a round, which reports the same saved state."""
+    reg.ctx.poll_now()
+    try:
+        emit(obs)
+    except Exception:  # the round just requested carries the same news; the watcher must keep watching
+        log.exception("canary: emitting to the agent failed; relying on the requested round")
+
+
 def _tripped_now(reg: Canaries, path: str, trip: dict[str, Any] | None, emit: Emit) -> None:
     if trip is None:
         return
     reg.trip(path, trip)
-    emit([o for o in reg.observations() if o.subject == path])
+    _tell(reg, emit, [o for o in reg.observations() if o.subject == path])
 
 
 async def _events(cfg: Config, reg: Canaries, ino: fswatch.Inotify, emit: Emit) -> None:
@@ -364,11 +380,11 @@ async def _events(cfg: Config, reg: Canaries, ino: fswatch.Inotify, emit: Emit) 
                 if (src := moved.pop(e.cookie, None)) is not None:
                     reg.canaries[src]["tripped"]["renamed_to"] = e.name
                     reg.save()
-                    emit([o for o in reg.observations() if o.subject == src])
+                    _tell(reg, emit, [o for o in reg.observations() if o.subject == src])
                 if e.mask & fswatch.IN_ISDIR:
                     continue
                 if reg.note_rename(e.name, now):
-                    emit([o for o in reg.observations() if o.check == f"canary.rename_burst{sfx}"])
+                    _tell(reg, emit, [o for o in reg.observations() if o.check == f"canary.rename_burst{sfx}"])
 
 
 async def _poll(cfg: Config, ctx: ProbeContext, reg: Canaries, emit: Emit) -> None:
@@ -391,5 +407,5 @@ async def _poll(cfg: Config, ctx: ProbeContext, reg: Canaries, emit: Emit) -> No
             gone, came = before - names, names - before
             for name in sorted(came)[: len(gone)]:
                 if reg.note_rename(name, now):
-                    emit([o for o in reg.observations() if o.check == f"canary.rename_burst{sfx}"])
+                    _tell(reg, emit, [o for o in reg.observations() if o.check == f"canary.rename_burst{sfx}"])
         await asyncio.sleep(cfg.poll_interval)
