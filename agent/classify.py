@@ -188,6 +188,48 @@ RULES: dict[str, Rule] = {
         Text("数据库 {label} 长期未做一致性检查（CHECKDB）", "Database {label}: no recent good CHECKDB"),
         cap=Severity.ROUTINE,
     ),
+    # -- switches, servers and UPS units over SNMP (checks/snmp/). Scope and the folding of the hosts
+    # behind a failed switch come from [topology] (agent/topology.py, the FOLDS pass below).
+    "snmp.reachable": Rule(T1, Text("{label} 不可达（SNMP 与 ping 均无响应）", "{label} is down (no SNMP, no ping)")),
+    "snmp.interface": Rule(T1, Text("{label} 端口断开", "{label}: port is down")),
+    "snmp.if_errors": Rule(
+        T1, Text("{label} 端口错误包激增", "{label}: port errors climbing fast"), cap=Severity.URGENT
+    ),
+    "snmp.hardware": Rule(T1, Text("{label} 硬件告警（风扇/电源/板卡）", "{label}: hardware alarm (fan/power/module)")),
+    "snmp.agent": Rule(
+        T2,
+        Text("{label} 管理软件无响应（ping 正常，SNMP 无应答）", "{label}: management software dead (pings, no SNMP)"),
+    ),
+    "snmp.restart": Rule(T2, Text("{label} 设备重启", "{label} restarted"), cap=Severity.URGENT),
+    "snmp.reboot_loop": Rule(T2, Text("{label} 反复重启", "{label} is restarting repeatedly (reboot loop)")),
+    "snmp.cpu": Rule(T2, Text("{label} CPU 持续过载", "{label}: CPU overloaded"), cap=Severity.URGENT),
+    "snmp.memory": Rule(T2, Text("{label} 内存持续过高", "{label}: memory exhausted"), cap=Severity.URGENT),
+    "snmp.trap_storm": Rule(
+        T2, Text("{label} 告警风暴（陷阱泛滥）", "{label}: trap storm (flood of SNMP traps)"), cap=Severity.URGENT
+    ),
+    "snmp.temperature": Rule(
+        Trigger.FORCE_MAJEURE,
+        Text(
+            "{label} 温度过高（{value}°C），疑似机房过热/火情",
+            "{label} over temperature ({value} °C): room overheating or fire?",
+        ),
+        floor=Severity.URGENT,
+    ),
+    # UPS: the three conditions of one unit merge into one incident; severity rises as runtime falls.
+    "snmp.ups.on_battery": Rule(
+        Trigger.FORCE_MAJEURE, Text("UPS {label} 电池供电", "UPS {label} on battery"), cap=Severity.URGENT
+    ),
+    "snmp.ups.runtime_low": Rule(
+        Trigger.FORCE_MAJEURE,
+        Text("UPS {label} 电池续航不足", "UPS {label}: battery runtime low"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
+    "snmp.ups.depleting": Rule(
+        Trigger.FORCE_MAJEURE,
+        Text("UPS {label} 电池即将耗尽", "UPS {label}: battery about to run out"),
+        floor=Severity.CRITICAL,
+    ),
 }
 
 
@@ -255,6 +297,16 @@ def incident_for(host: str, failing: Failing) -> Incident | None:
 # Passes over the whole set, e.g. folding the hosts behind a failed switch into the switch's incident.
 Fold = Callable[[list[Incident]], list[Incident]]
 FOLDS: list[Fold] = []
+
+
+def _topology_fold(incidents: list[Incident]) -> list[Incident]:
+    # agent/topology.py: one incident per UPS, hosts behind a failed switch folded into it, force majeure.
+    from hisguard.agent.topology import fold
+
+    return fold(incidents)
+
+
+FOLDS.append(_topology_fold)
 
 
 def classify(host: str, failing: Iterable[Failing]) -> list[Incident]:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hisguard.agent.tomlconfig import ConfigError, explain, read_toml, validate
+from hisguard.agent.topology import TopologyConfig, activate
 from hisguard.checks import PROBES, Impact, ProbeConfig, ProbeSpec, load
 
 
@@ -64,6 +65,7 @@ class _Top(BaseModel):
     agent: AgentSection = Field(default_factory=AgentSection)
     server: ServerSection
     probe: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    topology: TopologyConfig | None = None  # the network's shape (agent/topology.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class AgentConfig:
     agent: AgentSection
     server: ServerSection
     jobs: tuple[ProbeJob, ...]
+    topology: TopologyConfig | None = None
 
     @property
     def token(self) -> str:
@@ -115,4 +118,5 @@ def load_config(path: str | Path) -> AgentConfig:
     if not state_dir.is_absolute():
         state_dir = (path.parent / state_dir).resolve()
     agent = top.agent.model_copy(update={"state_dir": state_dir})
-    return AgentConfig(path=path, agent=agent, server=top.server, jobs=tuple(jobs))
+    activate(top.topology)  # the classifier folds incidents along this agent's network shape
+    return AgentConfig(path=path, agent=agent, server=top.server, jobs=tuple(jobs), topology=top.topology)
