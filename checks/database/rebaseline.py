@@ -52,6 +52,8 @@ def record(cfg: Config, state_dir: Path, reason: str | None = None) -> tuple[Pat
     problems = []
     for db in cfg.databases:
         info = snap.databases.get(db)
+        if info is not None and info.state == "OFFLINE" and db in cfg.offline_ok:
+            continue  # allowed to be offline; its tables are recorded when it is next baselined online
         if info is None or info.state != "ONLINE":
             problems.append(f"database {db!r} is {'not visible' if info is None else info.state}")
         elif db in snap.errors:

@@ -21,11 +21,8 @@ from hisguard.checks.database.dialects.base import (
 )
 
 STATEMENTS: dict[str, str] = {
-    # Session: never wait on locks for long, never be the deadlock winner, read without blocking writers.
-    "session": (
-        "/* hisguard:session */ SET LOCK_TIMEOUT {lock_ms}; SET DEADLOCK_PRIORITY LOW; "
-        "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"
-    ),
+    # Session: never wait long on a lock (catalogue views wait on schema locks), always lose a deadlock.
+    "session": "/* hisguard:session */ SET LOCK_TIMEOUT {lock_ms}; SET DEADLOCK_PRIORITY LOW",
     "server": (
         "/* hisguard:server */ SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS version, "
         "DATEDIFF(SECOND, sqlserver_start_time, SYSDATETIME()) AS uptime_s "
@@ -91,6 +88,7 @@ STATEMENTS: dict[str, str] = {
 
 _STATE_DESC = {0: "ONLINE", 1: "RESTORING", 2: "RECOVERING", 3: "RECOVERY_PENDING", 4: "SUSPECT", 5: "EMERGENCY"}
 _STATE_DESC.update({6: "OFFLINE", 7: "COPYING", 10: "OFFLINE_SECONDARY"})
+ERROR_LOG = "(error log)"  # 825 read retries are server-wide: the log line does not name the database
 _NEVER_MIN = 50 * 365 * 24 * 60  # LastGoodCheckDbTime 1900-01-01: never checked
 
 
@@ -198,11 +196,9 @@ class MssqlDialect:
         if read_error_log:
             for row in q.rows(STATEMENTS["error_log"]):
                 text = str(row.get("Text") or row.get("text") or "")
+                # "Error: 825, Severity: 10, State: 2." (the next line names the file, not the database)
                 if re.search(r"\b825\b", text):
-                    # The 825 message names the database in its text; keep it server-wide otherwise.
-                    m = re.search(r"database (?:ID \d+|'([^']+)')", text)
-                    name = (m.group(1) if m and m.group(1) else None) or "*"
-                    out.setdefault(name, Corruption()).errors.append(text[:300])
+                    out.setdefault(ERROR_LOG, Corruption()).errors.append(f"{row.get('LogDate')} {text[:300]}")
         return out
 
     def columns(self, q: Query, database: str) -> dict[str, dict[str, str]]:

@@ -1,0 +1,383 @@
+"""SQL Server: every T-SQL statement parsed (sqlglot, tsql), the probe driven by rows recorded in SQL Server's
+shapes (tests/data/mssql), and real pymssql against a port that accepts and never answers.
+
+No SQL Server runs here; the statements and the logic around them are what can be tested strictly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from hisguard.agent.classify import Failing, classify
+from hisguard.checks.base import Impact, ProbeContext
+from hisguard.checks.database import Config, probe
+from hisguard.checks.database.dialects import mssql, mysql, postgresql
+from hisguard.checks.database.dialects.base import TAG
+from hisguard.checks.database.rebaseline import record
+from hisguard.plan import Scope, Severity, Trigger
+from hisguard.report import IncidentEvent, utcnow
+
+DATA = Path(__file__).parent / "data" / "mssql"
+SAMPLE_NAMES = ["HIS", "住院数据库", "odd]name"]
+
+
+def _formatted(statements: dict[str, str], dialect: str) -> list[tuple[str, str]]:
+    out = []
+    for key, sql in statements.items():
+        for name in SAMPLE_NAMES if "{db}" in sql else [None]:
+            db = mssql.quote_brackets(name) if dialect == "tsql" and name else "`x`"
+            text = sql.format(db=db, lock_ms=5000, seconds=5, ms=5000)
+            out.append((f"{key}:{name}", text.replace("%s", "'x'")))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("module", "dialect"), [(mssql, "tsql"), (postgresql, "postgres"), (mysql, "mysql")], ids=["tsql", "pg", "mysql"]
+)
+def test_every_statement_parses_in_its_dialect(module: Any, dialect: str) -> None:
+    for key, sql in _formatted(module.STATEMENTS, dialect):
+        trees = sqlglot.parse(sql, read=dialect)  # raises on anything the dialect cannot read
+        assert trees and all(t is not None for t in trees), key
+        # Parsed for real, not kept as an opaque command; and tagged for DBAs and for the recordings.
+        assert not any(isinstance(n, exp.Command) for t in trees for n in t.walk()), key
+        assert TAG.search(sql), key
+
+
+def test_tsql_reads_only_catalogue_views_and_never_writes() -> None:
+    writes = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Into)
+    for key, sql in _formatted(mssql.STATEMENTS, "tsql"):
+        for tree in sqlglot.parse(sql, read="tsql"):
+            assert not any(isinstance(n, writes) for n in tree.walk()), key
+            if isinstance(tree, exp.Select):
+                tables = {t.sql("tsql") for t in tree.find_all(exp.Table)}
+                assert all(re.search(r"\bsys\.|msdb\.dbo\.(backupset|suspect_pages)", t) for t in tables), (key, tables)
+
+
+def test_database_names_are_bracket_quoted_not_spliced() -> None:
+    sql = mssql.STATEMENTS["row_counts"].format(db=mssql.quote_brackets("x]; DROP TABLE t; --"))
+    (tree,) = sqlglot.parse(sql, read="tsql")
+    assert isinstance(tree, exp.Select) and "DROP" not in [n.key.upper() for n in tree.walk()]
+
+
+# -- recorded rows ---------------------------------------------------------------------------
+
+
+class RecordedCursor:
+    def __init__(self, conn: RecordedServer) -> None:
+        self.conn = conn
+        self.description: list[tuple[Any, ...]] | None = None
+        self._rows: list[tuple[Any, ...]] = []
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.conn.executed.append(sql)
+        m = TAG.search(sql)
+        key = m.group(1) if m else None
+        if key in ("session", "use"):
+            self.description = None
+            return
+        if key is None:
+            result = self.conn.data["anomalies"][sql]
+        elif key in ("columns", "row_counts"):
+            db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.tables", sql).group(1).replace("]]", "]")
+            if db not in self.conn.data[key]:
+                # What pymssql raises when the login is no user of that database.
+                raise mssql_error(916, f'The server principal is not able to access the database "{db}"')
+            result = self.conn.data[key][db]
+        else:
+            result = self.conn.data[key]
+        self.description = [(c, 1, None, None, None, None, None) for c in result["columns"]]
+        self._rows = [tuple(r) for r in result["rows"]]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def close(self) -> None:
+        pass
+
+
+def mssql_error(number: int, text: str) -> Exception:
+    pymssql = pytest.importorskip("pymssql")
+    return pymssql.OperationalError(number, text.encode())
+
+
+class RecordedServer:
+    """A DB-API connection answering each tagged statement with the rows recorded for it."""
+
+    def __init__(self, scenario: str) -> None:
+        self.data = json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+        self.executed: list[str] = []
+
+    def cursor(self) -> RecordedCursor:
+        return RecordedCursor(self)
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def his_config(**extra: Any) -> Config:
+    return Config.model_validate(
+        {
+            "dialect": "mssql",
+            "host": "10.20.1.5",
+            "label": "HIS 主数据库",
+            "user": "hisguard",
+            "password": "S3cret-门诊",
+            "databases": ["HIS", "住院数据库", "LIS", "PACS_RESTORE", "EMR", "HRP", "OLD_HIS_2019", "体检", "药房库"],
+            "offline_ok": ["OLD_HIS_2019"],
+            "impact": {"hospital_critical": True},
+            "read_error_log": True,
+            "subsystems": [
+                {"name": "门诊收费", "database": "HIS", "tables": ["dbo.MZ_SFMX", "MZ_FP", "门诊挂号"],
+                 "departments": ["门诊收费", "急诊收费"]},
+                {"name": "住院", "database": "HIS", "tables": ["ZY_BRXX", "ZY_FYMX"], "hospital_critical": True},
+                {"name": "药房", "database": "HIS", "tables": ["YF_YPKC"], "departments": ["门诊药房", "住院药房"]},
+                {"name": "财务", "database": "HIS", "tables": ["CW_PZ"], "departments": ["财务科"]},
+            ],
+            "anomalies": [
+                {"name": "门诊负数收费", "subsystem": "门诊收费", "priority": "patient_fee",
+                 "query": "SELECT COUNT(*) FROM dbo.MZ_SFMX WHERE JE < 0"},
+                {"name": "凭证借贷不平", "subsystem": "财务", "priority": "accounting",
+                 "query": "SELECT COUNT(*) FROM dbo.CW_PZ WHERE JF <> DF"},
+            ],
+            **extra,
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> dict[str, RecordedServer]:
+    current: dict[str, RecordedServer] = {"conn": RecordedServer("healthy")}
+    monkeypatch.setattr(mssql.DIALECT, "connect", lambda *a, **k: current["conn"])
+    return current
+
+
+def run(cfg: Config, ctx: ProbeContext) -> list[Any]:
+    return asyncio.run(probe(cfg, ctx))
+
+
+def test_recorded_healthy_server_is_quiet_then_a_bad_night_maps_to_triggers(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    ctx = ProbeContext(host="his-db-01", state_dir=tmp_path)
+    record(cfg, tmp_path, "initial")
+    obs = run(cfg, ctx)
+    assert [o for o in obs if o.ok is False] == []
+    state = {o.subject.split("/", 1)[1]: o.name for o in obs if o.check == "db.state"}
+    assert state["OLD_HIS_2019"] == "OLD_HIS_2019 [OFFLINE]"  # expected offline: fine
+    healthy_statements = next(o for o in obs if o.check == "db.connect").detail["statements"]
+
+    server["conn"] = RecordedServer("incident")
+    obs = run(cfg, ctx)
+    failed = {(o.check, o.subject.split("/", 1)[1] if "/" in o.subject else o.subject) for o in obs if o.ok is False}
+    states = {o.subject.split("/", 1)[1]: (o.ok, o.detail["state"]) for o in obs if o.check == "db.state"}
+    # States 0-6: SUSPECT, RECOVERY_PENDING, EMERGENCY and an unexpected OFFLINE start the plan; RESTORING,
+    # RECOVERING and an expected OFFLINE do not; a database this login cannot see is missing.
+    assert states == {
+        "HIS": (True, "ONLINE"),
+        "PACS_RESTORE": (True, "RESTORING"),
+        "EMR": (True, "RECOVERING"),
+        "LIS": (False, "RECOVERY_PENDING"),
+        "住院数据库": (False, "SUSPECT"),
+        "HRP": (False, "EMERGENCY"),
+        "OLD_HIS_2019": (True, "OFFLINE"),
+        "体检": (False, "OFFLINE"),
+        "药房库": (False, "MISSING"),
+    }
+    assert ("db.restart", "10.20.1.5:1433") in failed
+    assert ("db.corruption", "HIS") in failed and ("db.corruption", "database_id 42") in failed
+    corruption = next(o for o in obs if o.check == "db.corruption" and o.subject.endswith("/HIS"))
+    assert [p["page_id"] for p in corruption.detail["suspect_pages"]] == [123456, 123457]
+    (read_retry,) = next(o for o in obs if o.subject.endswith("/(error log)") and not o.ok).detail["errors"]
+    assert "Error: 825" in read_retry
+    assert ("db.table", "HIS/dbo.ZY_FYMX") in failed and ("db.column", "HIS/dbo.MZ_FP") in failed
+    assert ("db.rows", "门诊收费") in failed and ("db.rows", "住院") not in failed
+    assert {("db.backup", f"HIS/backup-{k}") for k in ("full", "diff", "log")} <= failed
+    assert ("db.backup", "住院数据库/backup-full") in failed
+    assert not any(s.startswith("住院数据库/backup-log") for _, s in failed)  # SIMPLE recovery: no log backups
+    lis_full = next(o for o in obs if o.subject.endswith("LIS/backup-full"))
+    assert lis_full.detail["never"] is True
+    assert ("db.log_full.urgent", "HIS/log") in failed and ("db.checkdb", "HIS/checkdb") in failed
+    # The statement count does not depend on what the server holds: catalogue queries, not per-table ones.
+    assert next(o for o in obs if o.check == "db.connect").detail["statements"] <= healthy_statements
+
+    incidents = {i.key.split("/", 1)[1].replace("10.20.1.5:1433/", ""): i for i in _classify(obs)}
+    t = {k: (int(i.trigger), i.severity.value) for k, i in incidents.items()}
+    assert t["db.state/住院数据库"] == (3, "critical")
+    assert t["db.table/HIS/dbo.ZY_FYMX"] == (3, "critical")  # 住院 is hospital-critical
+    assert t["db.column/HIS/dbo.MZ_FP"] == (3, "routine")
+    assert t["db.corruption/HIS"] == (3, "critical")
+    assert t["db.restart/10.20.1.5:1433"][0] == 2
+    assert t["db.rows/门诊收费"] == (4, "urgent") and incidents["db.rows/门诊收费"].departments == [
+        "门诊收费",
+        "急诊收费",
+    ]
+    assert t["db.anomaly.patient_fee/门诊负数收费"] == (4, "urgent")
+    assert t["db.anomaly.accounting/凭证借贷不平"][0] == 4
+    assert t["db.backup/HIS/backup-full"] == (4, "routine")
+    assert t["db.log_full.urgent/HIS/log"] == (4, "urgent")
+    assert t["db.checkdb/HIS/checkdb"] == (3, "routine")
+    # Chinese names pass the wire schema unchanged.
+    inc = incidents["db.state/住院数据库"]
+    event = _event(inc)
+    again = IncidentEvent.model_validate_json(event.model_dump_json())
+    assert again.title_zh == "数据库 住院数据库 [SUSPECT] 置疑或不可用" and again.evidence["state"] == "SUSPECT"
+
+
+def _classify(obs: list[Any]) -> list[Any]:
+    return classify("his-db-01", [Failing("his-db", o) for o in obs if o.ok is False])
+
+
+def _event(inc: Any) -> IncidentEvent:
+    return IncidentEvent(
+        key=inc.key,
+        state="open",
+        trigger=inc.trigger,
+        severity=inc.severity,
+        scope=inc.scope,
+        host="his-db-01",
+        departments=inc.departments,
+        title_zh=inc.title.zh,
+        title_en=inc.title.en,
+        observed_at=utcnow(),
+        evidence=inc.evidence,
+    )
+
+
+def test_every_statement_sent_is_one_of_the_parsed_ones(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    run(cfg, ProbeContext(host="h", state_dir=tmp_path))
+    sent = server["conn"].executed
+    anomaly_queries = {a.query for a in cfg.anomalies}
+    known = {sql for _, sql in _formatted(mssql.STATEMENTS, "tsql")}
+    for sql in sent:
+        if sql in anomaly_queries:
+            continue
+        m = TAG.search(sql)
+        assert m and m.group(1) in mssql.STATEMENTS, sql
+        if "{db}" not in mssql.STATEMENTS[m.group(1)]:
+            assert sql in known or m.group(1) == "session", sql
+        sqlglot.parse(sql, read="tsql")
+
+
+def test_a_database_the_login_cannot_read_is_not_reported_as_dropped(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    record(cfg, tmp_path)
+    del server["conn"].data["columns"]["HIS"]
+    obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
+    assert not [o for o in obs if o.check in ("db.table", "db.rows") and o.subject.startswith("10.20.1.5:1433/HIS")]
+    (read,) = [o for o in obs if o.check == "db.read"]
+    assert "not able to access" in read.detail["errors"]["HIS"]
+    assert [o for o in obs if o.ok is False] == []
+
+
+def test_patient_fee_rules_outrank_accounting_rules_at_every_scope() -> None:
+    from hisguard.agent.classify import incident_for
+    from hisguard.checks.base import Observation
+
+    for impact in (Impact(), Impact(departments=("门诊收费",)), Impact(hospital_critical=True)):
+        fee = incident_for("h", Failing("j", Observation("db.anomaly.patient_fee", "s/a", False, impact, 1.0)))
+        acct = incident_for("h", Failing("j", Observation("db.anomaly.accounting", "s/b", False, impact, 1.0)))
+        assert fee and acct and fee.trigger is acct.trigger is Trigger.DATA_LOSS
+        assert fee.severity.rank > acct.severity.rank or fee.severity is acct.severity is Severity.URGENT
+    host_fee = incident_for("h", Failing("j", Observation("db.anomaly.patient_fee", "s/a", False, Impact(), 1.0)))
+    assert host_fee and host_fee.scope is Scope.HOST and host_fee.severity is Severity.URGENT
+
+
+def test_backup_rules_follow_zabbix_defaults(server, tmp_path: Path) -> None:
+    data = server["conn"].data
+    rows = data["backups"]["rows"]
+    rows[:] = [
+        ["HIS", "FULL", 9 * 1440, None, 7 * 60],  # full 9 d: fine; no differential but the full is older than 6 d
+        ["住院数据库", "SIMPLE", 3 * 1440, None, None],  # full 3 d stands in for a differential; SIMPLE: no log
+        ["LIS", "BULK_LOGGED", 1440, 5 * 1440, 8 * 60 + 1],  # log 8 h 1 min: overdue
+    ]
+    cfg = his_config(databases=["HIS", "住院数据库", "LIS"], offline_ok=[])
+    obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
+    backups = {o.subject.split("/", 1)[1]: o.ok for o in obs if o.check == "db.backup"}
+    assert backups == {
+        "HIS/backup-full": True,
+        "HIS/backup-diff": False,
+        "HIS/backup-log": True,
+        "住院数据库/backup-full": True,
+        "住院数据库/backup-diff": True,
+        "LIS/backup-full": True,
+        "LIS/backup-diff": True,
+        "LIS/backup-log": False,
+    }
+    urgent = his_config(databases=["HIS"], offline_ok=[], backups={"severity": "urgent", "full_days": 5})
+    obs = run(urgent, ProbeContext(host="h", state_dir=tmp_path / "u"))
+    incidents = [i for i in _classify(obs) if "backup" in i.key]
+    assert sorted(i.key.rsplit("/", 1)[1] for i in incidents) == ["backup-diff", "backup-full"]
+    assert {(i.trigger, i.severity) for i in incidents} == {(Trigger.DATA_LOSS, Severity.URGENT)}
+
+
+# -- a server that accepts and never answers -----------------------------------------------------
+
+
+def test_silent_server_times_out_within_the_deadline_and_threads_never_pile_up(tmp_path: Path) -> None:
+    pytest.importorskip("pymssql")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    cfg = Config(
+        dialect="mssql",
+        port=listener.getsockname()[1],
+        databases=["HIS"],
+        password="never-logged-门诊",
+        interval=1.0,
+        timeout=1.0,
+        connect_timeout=1.0,
+    )
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    threads_before = threading.active_count()
+    peak = threads_before
+    rounds = []
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(12):
+            started = time.monotonic()
+            obs = loop.run_until_complete(probe(cfg, ctx))
+            rounds.append((time.monotonic() - started, obs))
+            peak = max(peak, threading.active_count())
+            loop.run_until_complete(asyncio.sleep(0.2))
+    finally:
+        loop.close()  # does not wait for the stuck worker
+        stop.set()
+        for s in held:
+            s.close()
+        listener.close()
+    for elapsed, obs in rounds:
+        (o,) = obs
+        assert (o.check, o.ok, o.detail["error"]) == ("db.connect", False, "timeout")
+        assert elapsed < cfg.round_deadline + 0.3
+        assert "never-logged" not in json.dumps(o.detail, ensure_ascii=False)
+    # One stuck driver call at most, whatever the number of rounds.
+    assert peak <= threads_before + 1, (threads_before, peak)
+    assert any("previous round" in o.detail["message"] for _, (o,) in rounds[1:])
+    assert len(held) <= 3  # the later rounds never opened another connection
