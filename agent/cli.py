@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from hisguard import __version__
 from hisguard.agent.config import AgentConfig, load_config
+from hisguard.agent.service import add_arguments as service_arguments
 from hisguard.agent.tomlconfig import ConfigError
 from hisguard.plan import Trigger
 
@@ -125,6 +126,18 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return run_command(jobs, cfg.agent.state_dir, args.reason)
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from hisguard.agent.service import cmd_service as run
+
+    return run(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hisguard.agent.doctor import cmd_doctor as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hisguard-agent", description="hisguard agent: probes, classifies, reports")
     parser.add_argument("--version", action="version", version=f"hisguard-agent {__version__}")
@@ -142,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", help="only this database job (default: every [[probe.database]] job)")
     p.add_argument("--reason", help="why the baseline is (re-)recorded, for the log (e.g. 'HIS upgrade 5.2')")
     p.set_defaults(fn=cmd_baseline)
+    p = sub.add_parser("service", help="install, remove or query the system service (systemd unit / Windows service)")
+    service_arguments(p)
+    p.set_defaults(fn=cmd_service)
+    p = sub.add_parser("doctor", help="check ICMP privilege, server and token, each probe once; print what to fix")
+    p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
+    p.add_argument("--no-probes", action="store_true", help="skip running every probe once")
+    p.set_defaults(fn=cmd_doctor)
     return parser
 
 

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--db", help="database URL")
     create.add_argument("--config", help="server settings (TOML)")
     create.set_defaults(fn=cmd_token_create)
+
+    from hisguard.server.service import add_arguments as service_arguments
+    from hisguard.server.service import cmd_service
+
+    service = sub.add_parser("service", help="install, remove or query the systemd unit (Linux)")
+    service_arguments(service)
+    service.set_defaults(fn=cmd_service)
     return parser
 
 

@@ -1,0 +1,282 @@
+"""`hisguard-agent doctor -c CONFIG`: is this agent able to work here? Each finding says what to fix.
+
+Checks, in order: the configuration; the state directory is writable; ICMP (raw sockets, or
+unprivileged datagram ICMP) as each ping job will use it; the server answers; the token is
+an agent token the server knows; then every configured probe runs once — a database login
+that fails, an SNMP device that does not answer, clamd not listening — and its error is shown.
+Exit status 0 when nothing failed, 1 otherwise, 2 for a broken configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hisguard import __version__
+from hisguard.plan import Text
+from hisguard.report import API_PREFIX
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+
+@dataclass
+class Finding:
+    status: str
+    what: Text
+    fix: Text | None = None
+
+
+# What to try when a probe of this type cannot observe (its own error message comes first).
+PROBE_FIX: dict[str, Text] = {
+    "database": Text(
+        "检查数据库地址、端口、登录名和密码，以及数据库是否允许本机连接"
+        "（防火墙、pg_hba.conf、SQL Server 身份验证模式）",
+        "check the database address, port, login and password, and that it accepts this host "
+        "(firewall, pg_hba.conf, SQL Server authentication mode)",
+    ),
+    "snmp": Text(
+        "检查设备地址、团体名或 SNMPv3 用户/密码，以及设备的 SNMP 访问控制是否允许本机地址",
+        "check the device address, community or SNMPv3 user and keys, and the device's SNMP ACL for this host",
+    ),
+    "antivirus": Text(
+        "检查杀毒软件服务是否运行（clamd 的套接字/端口、Defender 服务），以及本用户能否读取其日志",
+        "check the antivirus service is running (clamd socket/port, Defender) and its logs are readable by this user",
+    ),
+    "winevent": Text(
+        "在 Windows 上以管理员或 Event Log Readers 组成员运行代理",
+        "run the agent on Windows as Administrator or a member of Event Log Readers",
+    ),
+}
+GENERIC_FIX = Text("按上面的错误检查该探针的配置", "check this probe's settings against the error above")
+
+
+def _raw_icmp() -> str | None:
+    """None if a raw ICMP socket opens, else why not."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _dgram_icmp() -> str | None:
+    """None if an unprivileged (datagram) ICMP socket opens, else why not (Linux ping_group_range)."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).close()
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _would_be_privileged(choice: str) -> bool:
+    # Mirrors checks/ping.py: "auto" means raw sockets only for root/Administrator.
+    if choice != "auto":
+        return choice == "yes"
+    return sys.platform == "win32" or os.geteuid() == 0
+
+
+RAW_FIX = Text(
+    "以 root 运行，或用 `hisguard-agent service install` 安装为服务（授予 CAP_NET_RAW），"
+    "或执行 `setcap cap_net_raw+ep <python>`",
+    "run as root, or install the service with `hisguard-agent service install` (it grants CAP_NET_RAW), "
+    "or `setcap cap_net_raw+ep <python>`",
+)
+DGRAM_FIX = Text(
+    '允许非特权 ICMP：sysctl -w net.ipv4.ping_group_range="0 2147483647"（写入 /etc/sysctl.d/ 永久生效），'
+    '或在 ping 探针中设 privileged = "yes" 并授予 CAP_NET_RAW',
+    'allow unprivileged ICMP: sysctl -w net.ipv4.ping_group_range="0 2147483647" (persist in /etc/sysctl.d/), '
+    'or set privileged = "yes" in the ping probe and grant CAP_NET_RAW',
+)
+
+
+def check_icmp(cfg: Any) -> list[Finding]:
+    jobs = [j for j in cfg.jobs if j.spec.name == "ping"]
+    if not jobs:
+        return []
+    raw, dgram = _raw_icmp(), _dgram_icmp()
+    out = []
+    for job in jobs:
+        if _would_be_privileged(job.config.privileged):
+            if raw is None:
+                out.append(Finding(OK, Text(f"{job.name}：可发送原始 ICMP", f"{job.name}: raw ICMP sockets work")))
+            else:
+                out.append(
+                    Finding(
+                        FAIL,
+                        Text(
+                            f"{job.name}：不能打开原始 ICMP 套接字（{raw}）", f"{job.name}: no raw ICMP socket ({raw})"
+                        ),
+                        RAW_FIX,
+                    )
+                )
+        elif dgram is None:
+            out.append(Finding(OK, Text(f"{job.name}：可发送非特权 ICMP", f"{job.name}: unprivileged ICMP works")))
+        else:
+            fix = DGRAM_FIX
+            if raw is None:
+                fix = Text(
+                    '本进程可用原始 ICMP：在 ping 探针中设 privileged = "yes"',
+                    'raw ICMP works for this process: set privileged = "yes" in the ping probe',
+                )
+            out.append(
+                Finding(
+                    FAIL,
+                    Text(
+                        f"{job.name}：不能打开非特权 ICMP 套接字（{dgram}）",
+                        f"{job.name}: no unprivileged ICMP socket ({dgram})",
+                    ),
+                    fix,
+                )
+            )
+    return out
+
+
+def check_state_dir(cfg: Any) -> Finding:
+    d = cfg.agent.state_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".doctor-"):
+            pass
+        return Finding(OK, Text(f"状态目录可写：{d}", f"state directory is writable: {d}"))
+    except OSError as exc:
+        return Finding(
+            FAIL,
+            Text(f"状态目录不可写：{d}（{exc.strerror}）", f"state directory not writable: {d} ({exc.strerror})"),
+            Text(f"把 {d} 的属主改为运行代理的用户，或修改 [agent] state_dir", f"chown {d} to the agent's user, or "
+                 "change [agent] state_dir"),
+        )  # fmt: skip
+
+
+def check_server(cfg: Any) -> list[Finding]:
+    url = cfg.server.url.rstrip("/")
+    verify: Any = str(cfg.server.ca_bundle) if cfg.server.ca_bundle else True
+    try:
+        token = cfg.token
+    except Exception as exc:  # ConfigError: token file unreadable, env var unset
+        return [Finding(FAIL, Text(f"无法读取令牌：{exc}", f"cannot read the token: {exc}"), TOKEN_FIX)]
+    try:
+        with httpx.Client(timeout=cfg.server.timeout, verify=verify) as client:
+            r = client.get(f"{url}/healthz")
+            if r.status_code != 200:
+                return [
+                    Finding(
+                        FAIL,
+                        Text(f"服务器 {url} 应答 HTTP {r.status_code}", f"server {url} answered HTTP {r.status_code}"),
+                        Text(
+                            "检查 [server] url 是否指向 hisguard 服务器",
+                            "check that [server] url is the hisguard server",
+                        ),
+                    )
+                ]
+            found = [Finding(OK, Text(f"服务器可达：{url}", f"server reachable: {url}"))]
+            # An empty batch: the server checks the token first (401/403), then refuses the empty list (422).
+            r = client.post(
+                f"{url}{API_PREFIX}/reports",
+                json={"agent": cfg.agent.name, "version": __version__, "items": []},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    except httpx.HTTPError as exc:
+        return [
+            Finding(
+                FAIL,
+                Text(f"无法连接服务器 {url}：{exc}", f"cannot reach the server {url}: {exc}"),
+                Text(
+                    "检查网络、防火墙（服务器端口）、DNS，以及服务器是否在运行；https 时检查 ca_bundle",
+                    "check the network, firewall (the server's port), DNS and that the server runs; for https "
+                    "check ca_bundle",
+                ),
+            )
+        ]
+    if r.status_code == 422:
+        found.append(Finding(OK, Text("令牌有效（代理令牌）", "token accepted (agent token)")))
+    elif r.status_code == 401:
+        found.append(
+            Finding(FAIL, Text("服务器不认识此令牌或已吊销", "the server does not know this token"), TOKEN_FIX)
+        )
+    elif r.status_code == 403:
+        found.append(Finding(FAIL, Text("此令牌不是代理令牌", "this token is not an agent token"), TOKEN_FIX))
+    else:
+        found.append(
+            Finding(WARN, Text(f"令牌检查得到 HTTP {r.status_code}", f"token check answered HTTP {r.status_code}"))
+        )
+    return found
+
+
+TOKEN_FIX = Text(
+    "在服务器上执行 `hisguard-server token create --agent 代理名 --site 医院` 并把令牌写入 token_file",
+    "on the server run `hisguard-server token create --agent NAME --site SITE` and put the token in token_file",
+)
+
+
+async def check_probes(cfg: Any) -> list[Finding]:
+    from hisguard.checks.base import ProbeContext, ProbeError
+
+    async def one(job: Any) -> Finding:
+        ctx = ProbeContext(host=cfg.agent.name, state_dir=cfg.agent.state_dir)
+        try:
+            obs = await asyncio.wait_for(job.spec.run(job.config, ctx), job.config.timeout)
+        except asyncio.TimeoutError:
+            error = f"timed out after {job.config.timeout:g}s"
+        except ProbeError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"{exc.__class__.__name__}: {exc}"
+        else:
+            bad = sum(1 for o in obs if o.ok is False)
+            note = Text(f"，其中 {bad} 项异常", f", {bad} failing") if bad else Text("", "")
+            return Finding(
+                OK,
+                Text(
+                    f"探针 {job.name}：{len(obs)} 项观测{note.zh}",
+                    f"probe {job.name}: {len(obs)} observations{note.en}",
+                ),
+            )
+        return Finding(
+            FAIL,
+            Text(f"探针 {job.name} 无法观测：{error}", f"probe {job.name} cannot observe: {error}"),
+            PROBE_FIX.get(job.spec.name, GENERIC_FIX),
+        )
+
+    return list(await asyncio.gather(*(one(job) for job in cfg.jobs)))
+
+
+def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:
+    findings = [check_state_dir(cfg), *check_icmp(cfg), *check_server(cfg)]
+    if probes:
+        findings += asyncio.run(check_probes(cfg))
+    return findings
+
+
+def report(findings: list[Finding], out: Any = None) -> int:
+    out = out or sys.stdout
+    for f in findings:
+        print(f"[{f.status:^4}] {f.what.zh}", file=out)
+        print(f"       {f.what.en}", file=out)
+        if f.fix and f.status != OK:
+            print(f"       修复：{f.fix.zh}", file=out)
+            print(f"       fix:  {f.fix.en}", file=out)
+    failed = sum(1 for f in findings if f.status == FAIL)
+    summary = Text(f"有 {failed} 项需要修复", f"{failed} problem(s) to fix") if failed else Text("全部正常", "all good")
+    print(f"\n{summary.zh} / {summary.en}", file=out)
+    return 1 if failed else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hisguard.agent.config import load_config
+    from hisguard.agent.tomlconfig import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"[FAIL] 配置错误 / configuration error:\n{exc}")
+        return 2
+    print(f"hisguard-agent {__version__} doctor: {cfg.path} (agent {cfg.agent.name})\n")
+    return report(diagnose(cfg, probes=not args.no_probes))
