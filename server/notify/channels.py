@@ -102,6 +102,8 @@ def email_message(n: Notification, conf: NotifySettings, to: str) -> EmailMessag
     msg["Message-ID"] = make_msgid(domain="hisguard")
     msg["X-Hisguard-Notification"] = str(n.id)
     msg["X-Hisguard-Event"] = n.event
+    if n.case_id is not None:
+        msg["X-Hisguard-Case"] = str(n.case_id)
     msg.set_content(f"{n.body_zh}\n\n———\n\n{n.body_en}\n", charset="utf-8")
     return msg
 
