@@ -127,6 +127,9 @@ class ServerSettings(BaseModel):
     silence_heartbeats: int = Field(3, ge=1, le=100, description="Missed heartbeats before an agent is silent")
     watchdog_interval: float = Field(5.0, gt=0, le=600, description="Seconds between silence checks")
     clock_interval: float = Field(1.0, gt=0, le=60, description="Seconds between checks for due plan clocks")
+    # Virus outbreak (server/domain/outbreak.py): this many hosts of one site with detections within the window.
+    outbreak_hosts: int = Field(3, ge=2, le=10000, description="Hosts with detections that make an outbreak")
+    outbreak_window_min: float = Field(10.0, gt=0, le=1440, description="Minutes those detections fall within")
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description='Per hospital; the key "*" is the default for sites not listed'
     )
