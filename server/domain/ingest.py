@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
-from hisguard.server.domain import cases, clocks, incidents, outbreak
+from hisguard.server.domain import cases, clocks, incidents
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
 
@@ -48,7 +48,6 @@ def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[st
             recovered = _heartbeat(s, agent, item, now)
             if recovered is not None:
                 touched.append(recovered)
-    touched.extend(outbreak.correlate(s, agent.site, touched))  # many hosts infected at once: trigger 5
     # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
     # Keep this last: incidents opened by server-side correlation above are picked up as unlinked.
     cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
