@@ -330,8 +330,12 @@ def _tell(reg: Canaries, emit: Emit, obs: list[Observation]) -> None:
     reg.ctx.poll_now()
     try:
         emit(obs)
-    except Exception:  # the round just requested carries the same news; the watcher must keep watching
-        log.exception("canary: emitting to the agent failed; relying on the requested round")
+    except Exception as exc:  # the round just requested carries the same news; the watcher must keep watching
+        log.warning(
+            "canary: handing the trip to the agent failed (%s: %s); the requested round reports it",
+            exc.__class__.__name__,
+            exc,
+        )
 
 
 def _tripped_now(reg: Canaries, path: str, trip: dict[str, Any] | None, emit: Emit) -> None:
