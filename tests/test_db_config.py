@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,15 @@ def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("HG_DB_PW_UNSET_X", raising=False)
     with pytest.raises(ProbeError, match="HG_DB_PW_UNSET_X is not set"):
         env.resolve_password()
+
+
+def test_the_commented_example_in_config_example_toml_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [[probe.database]]") :]
+    lines = [line[2:] for line in block.splitlines() if re.match(r"# \[|# [a-z_]+ =", line)]
+    path = tmp_path / "agent.toml"
+    path.write_text('[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n' + "\n".join(lines) + "\n", encoding="utf-8")
+    (job,) = load_config(path).jobs
+    cfg = job.config
+    assert (cfg.dialect, cfg.backups.full_days, cfg.backups.log_hours) == ("mssql", 10, 8)
+    assert cfg.subsystems[0].departments == ["门诊收费", "急诊收费"] and cfg.anomalies[0].priority == "patient_fee"
