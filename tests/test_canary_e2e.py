@@ -12,17 +12,17 @@ import pytest
 from tests.support.procs import AgentProc, ServerProc, wait_until
 
 
-@pytest.fixture
-def server(tmp_path):
-    srv = ServerProc(tmp_path / "server").start()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProc(tmp_path_factory.mktemp("canary-server")).start()
     yield srv
     srv.stop()
 
 
-def _config(server: ServerProc, token: str, folder, mode: str = "auto", role: str = "db_server") -> str:
+def _config(server: ServerProc, name: str, token: str, folder, mode: str = "auto", role: str = "db_server") -> str:
     return f"""
 [agent]
-name = "his-db-01"
+name = "{name}"
 hospital_critical = true
 state_dir = "state"
 heartbeat_interval = 1
@@ -47,10 +47,17 @@ def test_encrypting_a_canary_reaches_the_server_as_a_critical_incident(tmp_path,
     folder = tmp_path / "HIS备份"
     folder.mkdir()
     (folder / "his_20261126.bak").write_bytes(os.urandom(4096))  # a real backup beside the bait
-    token = server.agent_token("his-db-01", "renmin")
-    agent = AgentProc(tmp_path / "agent", _config(server, token, folder, mode)).start()
+    name = f"his-db-{mode}"
+    token = server.agent_token(name, "renmin")
+    agent = AgentProc(tmp_path / "agent", _config(server, name, token, folder, mode)).start()
+
+    def mine() -> list[dict]:
+        return [i for i in server.incidents(status="open") if i["host"] == name]
+
     try:
-        wait_until(lambda: server.get("/agents")[0]["last_seen"], 15, what="first heartbeat")
+        wait_until(
+            lambda: any(a["name"] == name and a["last_seen"] for a in server.get("/agents")), 15, what="heartbeat"
+        )
         baits = wait_until(lambda: sorted(p for p in folder.iterdir() if p.suffix in (".csv", ".txt")), 5)
         assert len(baits) == 3
         time.sleep(0.5)
@@ -58,13 +65,13 @@ def test_encrypting_a_canary_reaches_the_server_as_a_critical_incident(tmp_path,
         (folder / "his_20261126.bak").write_bytes(os.urandom(4096))
         (folder / "his_20261127.bak").write_bytes(os.urandom(4096))
         time.sleep(1.0)
-        assert server.incidents(status="open") == []
+        assert mine() == []
 
         target = baits[0]
         changed = time.monotonic()
         with target.open("r+b") as f:
             f.write(os.urandom(target.stat().st_size))
-        (inc,) = wait_until(lambda: server.incidents(status="open"), 5, interval=0.02, what="canary incident")
+        (inc,) = wait_until(mine, 5, interval=0.02, what="canary incident")
         took = time.monotonic() - changed
         print(f"\n  canary rewritten ({mode}) → critical incident on the server after {took * 1000:.0f} ms")
         assert (inc["trigger"], inc["severity"], inc["scope"]) == (5, "critical", "hospital")
@@ -79,9 +86,9 @@ def test_encrypting_a_canary_reaches_the_server_as_a_critical_incident(tmp_path,
 def test_once_shows_canary_state(tmp_path, server):
     folder = tmp_path / "共享"
     folder.mkdir()
-    token = server.agent_token("his-db-01", "renmin")
+    token = server.agent_token("mzsf-01", "renmin")
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(_config(server, token, folder, role="workstation"), encoding="utf-8")
+    cfg.write_text(_config(server, "mzsf-01", token, folder, role="workstation"), encoding="utf-8")
     once = [sys.executable, "-m", "hisguard.agent.cli", "once", "-c", str(cfg)]
     out = subprocess.run(once, capture_output=True, text=True, timeout=60, check=True).stdout
     rows = [ln for ln in out.splitlines() if ln.startswith("bait") and "canary.tripped" in ln]
