@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,7 +355,7 @@ def test_rebaseline_after_planned_change_is_logged_and_clears(his: His, tmp_path
 
 def test_postgres_database_refusing_connections_is_unexpected_offline(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("HG_TEST_DB_PASSWORD", "")
-    for his in _postgres():
+    with contextmanager(_postgres)() as his:
         agent = make_agent(tmp_path, config_text(his))
         baseline(tmp_path, capsys)
         his.root.execute(f'ALTER DATABASE "{his.name}" ALLOW_CONNECTIONS false')
@@ -366,7 +367,7 @@ def test_postgres_database_refusing_connections_is_unexpected_offline(tmp_path: 
 
 def test_chinese_names_reach_the_server_unchanged(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("HG_TEST_DB_PASSWORD", "")
-    for his in _postgres():
+    with contextmanager(_postgres)() as his:
         server = ServerProc(tmp_path / "server").start()
         try:
             token = server.agent_token("his-db-01", "郑州市某医院")

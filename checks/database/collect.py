@@ -38,6 +38,7 @@ def _connect(cfg: Config, password: str | None, database: str | None, deadline: 
         password,
         database or "",
         min(cfg.connect_timeout, remaining),
+        min(cfg.statement_timeout, remaining),
     )
     q = Query(conn, deadline, counter)
     try:

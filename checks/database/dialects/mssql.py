@@ -115,7 +115,10 @@ class MssqlDialect:
     def default_schema(self, database: str) -> str:
         return "dbo"
 
-    def connect(self, host: str, port: int, user: str, password: str | None, database: str, timeout: float) -> Any:
+    def connect(
+        self, host: str, port: int, user: str, password: str | None, database: str, timeout: float, statement: float
+    ) -> Any:
+        """A session: `timeout` bounds the login, `statement` each statement (seconds)."""
         import pymssql
 
         try:
@@ -127,7 +130,7 @@ class MssqlDialect:
                 password=password or "",
                 database=database,
                 login_timeout=max(1, int(timeout)),
-                timeout=max(1, int(timeout)),
+                timeout=max(1, round(statement)),  # query timeout
                 charset="UTF-8",
                 appname="hisguard",
                 autocommit=False,

@@ -63,10 +63,13 @@ class MysqlDialect:
     def default_schema(self, database: str) -> str:
         return database
 
-    def connect(self, host: str, port: int, user: str, password: str | None, database: str, timeout: float) -> Any:
+    def connect(
+        self, host: str, port: int, user: str, password: str | None, database: str, timeout: float, statement: float
+    ) -> Any:
+        """A session: `timeout` bounds the login, `statement` each statement (seconds)."""
         import pymysql
 
-        bound = max(1, int(timeout))
+        bound = max(1, round(statement))  # socket reads: a statement that outlives its own limit
         try:
             return pymysql.connect(
                 host=host,
@@ -75,7 +78,7 @@ class MysqlDialect:
                 password=(password or "").encode("utf-8"),  # PyMySQL would encode str as latin-1
                 database=database or None,
                 charset="utf8mb4",
-                connect_timeout=bound,
+                connect_timeout=max(1, round(timeout)),
                 read_timeout=bound,
                 write_timeout=bound,
                 autocommit=True,

@@ -64,10 +64,13 @@ class PostgresDialect:
     def default_schema(self, database: str) -> str:
         return "public"
 
-    def connect(self, host: str, port: int, user: str, password: str | None, database: str, timeout: float) -> Any:
+    def connect(
+        self, host: str, port: int, user: str, password: str | None, database: str, timeout: float, statement: float
+    ) -> Any:
+        """A session: `timeout` bounds the login, `statement` each statement (seconds)."""
         import psycopg
 
-        ms = max(100, int(timeout * 1000))
+        ms = max(100, int(statement * 1000))
         try:
             return psycopg.connect(
                 host=host,
