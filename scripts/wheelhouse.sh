@@ -18,7 +18,7 @@
 # then `hisguard-agent service install -c CONFIG` (and `hisguard-agent doctor -c CONFIG`).
 #
 # EXTRAS: comma-separated optional parts; default "db,snmp" (an agent with every probe).
-# A server wheelhouse: EXTRAS="server". Extra pip arguments for the build: WHEELHOUSE_PIP_ARGS.
+# A server wheelhouse: EXTRAS = server. Extra pip arguments for the build: WHEELHOUSE_PIP_ARGS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
