@@ -68,8 +68,7 @@ class Sender:
             raise DeliveryError(f"server unreachable: {exc.__class__.__name__}: {exc}") from exc
         if resp.status_code == 200:
             stored = [str(i) for i in resp.json().get("stored", [])]
-            self.store.delivered(stored)
-            if len(stored) < len(batch):
+            if self.store.delivered(stored) < len(batch):
                 raise DeliveryError(f"server stored {len(stored)} of {len(batch)} items")
             return len(stored)
         if resp.status_code == 422:

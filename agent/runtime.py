@@ -189,7 +189,7 @@ class Agent:
             hospital_critical=self.cfg.agent.hospital_critical,
             snapshot=self.snapshot(),
         ).model_dump(mode="json")
-        self.store.enqueue("heartbeat", hb["id"], hb)
+        self.store.enqueue(hb)
         if self.sender:
             self.sender.wake.set()
 

@@ -79,25 +79,26 @@ class StateStore:
         self._db.close()
 
     # -- outbox ------------------------------------------------------------------------------
-    def enqueue(self, kind: str, item_id: str, body: dict[str, Any]) -> None:
+    def enqueue(self, body: dict[str, Any]) -> None:
+        """Spool one report item; its own `id` identifies it here and at the server."""
         with self._tx():
-            if kind == "heartbeat":  # only the latest health snapshot is worth sending late
+            if body["type"] == "heartbeat":  # only the latest health snapshot is worth sending late
                 self._db.execute("DELETE FROM outbox WHERE kind = 'heartbeat'")
-            self._put(kind, item_id, body)
+            self._put(body)
 
-    def _put(self, kind: str, item_id: str, body: dict[str, Any]) -> None:
+    def _put(self, body: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT OR IGNORE INTO outbox (id, kind, body, created) VALUES (?, ?, ?, ?)",
-            (item_id, kind, json.dumps(body, ensure_ascii=False), time.time()),
+            (str(body["id"]), body["type"], json.dumps(body, ensure_ascii=False), time.time()),
         )
 
     def peek(self, limit: int) -> list[Pending]:
         rows = self._db.execute("SELECT id, kind, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [Pending(r[0], r[1], json.loads(r[2])) for r in rows]
 
-    def delivered(self, ids: list[str]) -> None:
+    def delivered(self, ids: list[str]) -> int:
         with self._tx():
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            return self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
 
     def reject(self, item: Pending, reason: str) -> None:
         """The server refused this item for good: keep it on disk, out of the way of the rest."""
@@ -125,12 +126,12 @@ class StateStore:
                 "INSERT OR REPLACE INTO active (key, signature, conditions, event) VALUES (?, ?, ?, ?)",
                 (key, signature, json.dumps(conditions), json.dumps(event, ensure_ascii=False)),
             )
-            self._put("incident", event["id"], event)
+            self._put(event)
 
     def resolve_incident(self, key: str, event: dict[str, Any]) -> None:
         with self._tx():
             self._db.execute("DELETE FROM active WHERE key = ?", (key,))
-            self._put("incident", event["id"], event)
+            self._put(event)
 
     def _tx(self) -> _Tx:
         return _Tx(self._db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -167,3 +168,23 @@ def _spooled_incidents(spool) -> int:
         return db.execute("SELECT count(*) FROM outbox WHERE kind = 'incident'").fetchone()[0]
     finally:
         db.close()
+
+
+def test_silent_agent_becomes_trigger_1_and_speaking_again_resolves_it(tmp_path, server):
+    token = server.agent_token("his-db-01", "renmin")
+    cfg = agent_config(server, token, ['  { address = "127.0.0.1" },']).replace(
+        'name = "his-app-01"', 'name = "his-db-01"\nhospital_critical = true'
+    )
+    agent = AgentProc(tmp_path / "agent", cfg).start()
+    try:
+        wait_until(lambda: server.get("/agents")[0]["last_seen"], 10, what="first heartbeat")
+        agent.stop(signal.SIGKILL)
+        (inc,) = wait_until(lambda: server.incidents(status="open"), 10, what="silence incident")
+        assert inc["trigger"] == 1 and inc["severity"] == "critical" and inc["scope"] == "hospital"
+        assert inc["key"] == "agent-silent/his-db-01" and "his-db-01" in inc["title_en"]
+        assert server.get("/agents")[0]["silent"] is True
+        agent.start()
+        wait_until(lambda: server.incidents(status="open") == [], 10, what="silence resolved")
+        assert len(server.incidents()) == 1
+    finally:
+        agent.stop()
