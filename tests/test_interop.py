@@ -114,6 +114,9 @@ def test_alertmanager_alerts_map_to_trigger_scope_severity_and_resolve(server: T
     assert r.json()["ignored"] == 1 and len(r.json()["opened"]) == 3
     inc = incidents(server)
     assert set(inc) == {"interop/prom/aa01", "interop/prom/aa02", "interop/prom/aa03"}
+    eng = {"Authorization": f"Bearer {server.tokens['engineer']}"}
+    cases = server.get("/api/v1/cases", headers=eng).json()
+    assert sorted(c["trigger"] for c in cases) == [1, 3, 6]
     d = inc["interop/prom/aa01"]
     assert (d["trigger"], d["scope"], d["severity"], d["departments"]) == (1, "department", "urgent", ["住院登记"])
     assert d["host"] == "core-sw-1" and d["site"] == "renmin"
@@ -237,6 +240,9 @@ def test_real_alertmanager_fires_at_the_webhook(tmp_path: Path) -> None:
         inc = wait_until(opened, 30, 0.3, "the incident from Alertmanager")[0]
         assert (inc["trigger"], inc["scope"], inc["severity"]) == (3, "hospital", "critical")
         assert inc["host"] == "his-db-01:1433" and "HIS 库置疑" in inc["title_zh"]
+        # The plan engine took it up: a case with the mapped trigger, started (critical).
+        case = wait_until(lambda: [c for c in server.get("/cases") if c["trigger"] == 3], 10, 0.3, "the case")[0]
+        assert case["severity"] == "critical" and case["site"] == "renmin"
         # The alert ends: Alertmanager sends it resolved, the incident resolves.
         ended = {**alert, "endsAt": datetime.now(timezone.utc).isoformat()}
         httpx.post(f"{api}/alerts", json=[ended], timeout=5).raise_for_status()

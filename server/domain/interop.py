@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from hisguard.plan import Scope, Severity, Text, Trigger, functions_of, scope_for, severity_for
 from hisguard.report import utcnow
-from hisguard.server.domain import incidents
+from hisguard.server.domain import cases, clocks, incidents
 from hisguard.server.settings import InteropRule, InteropSource
 
 log = logging.getLogger("hisguard.server.interop")
@@ -249,4 +249,6 @@ def apply_alerts(
             out.ignored += 1
             continue
         out.opened.append(incidents.open_or_update(s, site, agent_id, fields, alert.at).id)
+    # The plan, as for agents' reports: cases, activation, clocks, notifications, in this transaction.
+    cases.sync(s, [*out.opened, *out.resolved], clocks.now())
     return out
