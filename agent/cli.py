@@ -95,6 +95,14 @@ def cmd_once(args: argparse.Namespace) -> int:
             state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
             print(f"{job.name:<14} {o.check:<18} {o.label[:28]:<28} {state:<8} {_fmt_value(o.value)}")
     incidents = agent.current_incidents()
+    errors = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.error"]
+    for o in errors:  # devices the SNMP probe could not read, by name
+        print(f"  探测错误 / probe error: {o.detail.get('error')}")
+    if cfg.topology is not None:
+        from hisguard.agent.topology import report
+
+        print()
+        print("\n".join(report(cfg.topology, incidents)))
     print()
     if incidents:
         print(f"事件 / incidents ({len(incidents)}):")

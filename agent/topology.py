@@ -392,3 +392,36 @@ def fold(incidents: list[Incident]) -> list[Incident]:
     else:
         threshold = TopologyConfig().force_majeure_lost
     return force_majeure(incidents, len(lost_names), threshold, lost_names)
+
+
+def down_nodes(topo: Topology, incidents: list[Incident]) -> set[str]:
+    """Nodes the incidents say are lost (their own, and those folded into them)."""
+    down: set[str] = set()
+    for inc in incidents:
+        if isinstance(node := inc.evidence.get("node"), str):
+            down.add(node)
+        for f in inc.evidence.get("folded", []):
+            for key in (f.get("device"), f.get("name"), f.get("subject")):
+                if isinstance(key, str) and key in topo.by_key and f.get("check") in LOST_CHECKS:
+                    down.add(topo.by_key[key])
+        if _check(inc) in LOST_CHECKS and (node := topo.node_of(inc)):
+            down.add(node)
+    return down
+
+
+def report(cfg: TopologyConfig, incidents: list[Incident]) -> list[str]:
+    """What `hisguard-agent once` prints: the tree it understood, what is down, who is affected."""
+    topo = Topology(cfg)
+    down = down_nodes(topo, incidents)
+    lines = ["网络拓扑 / topology (✗ = 故障 down):", *("  " + line for line in topo.tree(down))]
+    if down:
+        deps = list(dict.fromkeys(d for n in sorted(down) for d in topo.departments_behind(n)))
+        funcs = functions_of(deps)
+        lines.append(f"  故障节点 / down: {', '.join(sorted(down))}")
+        if deps:
+            lines.append(f"  受影响科室 / departments affected: {', '.join(deps)}")
+        if funcs:
+            lines.append("  受影响业务 / functions affected: " + ", ".join(f"{f.text.zh} ({f.text.en})" for f in funcs))
+    else:
+        lines.append("  全部正常 / nothing down")
+    return lines

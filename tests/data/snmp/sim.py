@@ -52,14 +52,17 @@ class SnmpSim:
     SNMPv3 user `hisguard` (SHA / AES) selects a recording by context name = community.
     """
 
-    def __init__(self, addresses: tuple[str, ...] = ("127.0.0.1",), port: int | None = None) -> None:
+    def __init__(
+        self, addresses: tuple[str, ...] = ("127.0.0.1",), port: int | None = None, netns: str | None = None
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="hg-snmpsim-"))
         self.data = self.root / "data"
         self.cache = self.root / "cache"
         self.data.mkdir()
         self.cache.mkdir()
         self.addresses = addresses
-        self.port = port or free_udp_port(addresses[0])
+        self.netns = netns  # run inside this network namespace (a device whose link a test can cut)
+        self.port = port or (1161 if netns else free_udp_port(addresses[0]))
         self.log = self.root / "snmpsim.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._clock = int(time.time()) + 10
@@ -93,7 +96,7 @@ class SnmpSim:
     def remove(self, community: str) -> None:
         (self.data / f"{community}.snmprec").unlink(missing_ok=True)
 
-    def start(self) -> SnmpSim:
+    def start(self, wait: bool = True) -> SnmpSim:
         """Serve the recordings written so far (snmpsim learns its communities at start-up)."""
         self.write("__ready", "1.3.6.1.2.1.1.5.0|4|ready\n")
         cmd = [
@@ -112,11 +115,17 @@ class SnmpSim:
         ]
         if os.geteuid() == 0:
             cmd += ["--process-user=nobody", "--process-group=nogroup"]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
         )
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
