@@ -270,6 +270,7 @@ async def test_silent_agent_that_pings_is_trigger_2_and_silence_without_ping_tri
         assert inc.trigger is Trigger.SOFTWARE and "SNMP" in inc.title.en
         # Silence from a device whose link is cut: neither SNMP nor ping answers, the device is gone.
         with TestNet() as net:
+            net._n = 3000  # addresses apart from other namespace tests on a shared machine
             host = net.add("snmpdead")
             net.down("snmpdead")
             obs = await probe(Config(devices=[d | {"address": host.address}]), c)
