@@ -233,3 +233,11 @@ async def test_trap_storm_is_one_incident_with_a_summary_and_bounded_memory(sim,
     assert receiver.decoded <= 50 * 5  # rate-limited decoding: tokens, not thousands
     assert len(receiver.meters) == 1
     assert grown < 20 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB"
+
+
+async def test_trap_port_in_use_is_a_clear_error(sim, tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        cfg = config(sim, only="core").model_copy(update={"trap_port": taken.getsockname()[1]})
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{cfg.trap_port}.*in use"):
+            await watch(cfg, ProbeContext(host="agent-1", state_dir=tmp_path), lambda obs: None)

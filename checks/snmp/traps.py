@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -229,7 +230,18 @@ class TrapReceiver:
     # -- life cycle ------------------------------------------------------------------------------
     def open(self) -> None:
         eng = engine()
-        self.transport = _LimitedUdp(self.admit).open_server_mode((self.cfg.trap_listen, self.cfg.trap_port))
+        where = f"{self.cfg.trap_listen}:{self.cfg.trap_port}"
+        # Bind here, not inside pysnmp, which binds in a background task and would lose the error.
+        family = socket.AF_INET6 if ":" in self.cfg.trap_listen else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.cfg.trap_listen, self.cfg.trap_port))
+            sock.setblocking(False)
+            self.transport = _LimitedUdp(self.admit).open_server_mode(sock=sock)
+        except Exception as exc:
+            sock.close()
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if self.cfg.trap_port < 1024 else ""
+            raise RuntimeError(f"trap receiver cannot listen on {where}: {exc}{hint}") from exc
         config.add_transport(eng, _DOMAIN, self.transport)
         for i, community in enumerate(self.cfg.trap_communities):
             config.add_v1_system(eng, f"hg-trap-{i}", community)
@@ -244,7 +256,7 @@ class TrapReceiver:
                 securityEngineId=OctetString(hexValue=u.engine_id) if u.engine_id else None,
             )
         self.receiver = ntfrcv.NotificationReceiver(eng, self.on_trap)
-        log.info("receiving traps on %s:%d", self.cfg.trap_listen, self.cfg.trap_port)
+        log.info("receiving traps on %s", where)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
