@@ -125,6 +125,29 @@ clamd = {{ socket = "{clamd.socket}", scan_paths = ["{watched}"], log = "{clamd.
         print(f"\n  dropped files → server incidents in {took:.2f}s (round interval 5s; file events ask for a round)")
         assert len(_open(server)) == 2  # the clamd log repeats both FOUND lines: same detections, no new incidents
 
+        # While the agent is down, another scanner (clamdscan, on-access) finds a file outside the watched
+        # folder: only the clamd log tells. The restarted agent reports it once, and nothing else again.
+        agent.stop()
+        elsewhere = tmp_path / "病房" / "u盘拷贝.com"
+        elsewhere.parent.mkdir()
+        elsewhere.write_bytes(EICAR)
+        scan = subprocess.run(
+            [need_binary("clamdscan"), f"--config-file={clamd.conf}", "--no-summary", str(elsewhere)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert scan.returncode == 1 and "FOUND" in scan.stdout
+        agent.start()
+        wait_until(lambda: len(_open(server)) == 3, 15, what="the detection from the clamd log")
+        agent.stop()
+        agent.start()  # and once more: the log is not read twice
+        time.sleep(3)  # a few rounds (the first at start) and heartbeats
+        every = [i for i in server.incidents() if i["trigger"] == 5]
+        assert sorted(i["evidence"]["file"] for i in every) == sorted(
+            [str(watched / "eicar.com"), str(watched / "发票打印.doc"), str(elsewhere)]
+        )
+
         clamd.stop()
         stopped = time.monotonic()
         (loss,) = wait_until(
