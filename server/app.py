@@ -47,6 +47,7 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
     settings = settings or ServerSettings()
     clocks.use(clock or clocks.SystemClock())
     cases.configure(settings)
+    cases.check_plan_texts(settings)  # a bad contract plan file stops the start with its name and entry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -37,7 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    from hisguard.server.domain.workflow import PlanTextError
+
+    try:
+        app = create_app(settings)
+    except PlanTextError as exc:
+        print(f"预案文本错误 / plan text error:\n{exc}", file=sys.stderr)
+        return 2
     print(f"hisguard server on http://{settings.host}:{settings.port}/  (API docs: /docs)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     return 0

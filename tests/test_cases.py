@@ -413,3 +413,50 @@ def test_maintenance_window_holds_notifications_but_records_everything(server: S
     assert {n.status for n in server.notifications(case_id=other["id"])} <= {"pending", "sending", "sent"}
     with server.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Case)) == 2
+
+
+def test_contract_plan_text_overrides_the_default_and_bad_files_are_named(
+    smtp: SmtpSink, http: HttpSink, tmp_path: Path
+) -> None:
+    from hisguard.server.domain import workflow
+
+    contract = tmp_path / "renmin-plan.toml"
+    contract.write_text(
+        """
+source = "人民医院运维合同 2026 附件三"
+[activation.record]
+zh = "记录故障现象、影响科室及报告人"
+en = "Record the symptoms, the departments hit and who reported it"
+[[trigger.1]]
+key = "call_noc"
+role = "engineer"
+zh = "致电院方网络值班室"
+en = "Call the hospital's network duty room"
+""",
+        encoding="utf-8",
+    )
+    srv = Server(site_settings(smtp, http, tmp_path, plan_file=str(contract)), ManualClock())
+    try:
+        srv.token("his-db-01", agent=True)
+        srv.token("li", "engineer")
+        srv.report(incident(srv.clock))
+        (case,) = cases_of(srv)
+        full = srv.get(f"/cases/{case['id']}", "li").json()
+        assert full["plan"]["source"] == "人民医院运维合同 2026 附件三"
+        steps = {st["key"]: st for st in full["steps"]}
+        assert steps["record"]["text"]["zh"] == "记录故障现象、影响科室及报告人"
+        assert steps["activate"]["role"] == "service_manager"  # keys and roles of 2.5 stay
+        assert [k for k in steps if k.startswith("t1.")] == ["t1.call_noc"]
+        text = srv.get("/plan-text", "li", site=SITE).json()
+        assert text["triggers"]["1"][0]["key"] == "call_noc" and len(text["triggers"]["3"]) == 4
+    finally:
+        srv.close()
+
+    bad = tmp_path / "bad-plan.toml"
+    bad.write_text('[[trigger.3]]\nkey = "x"\nrole = "janitor"\nzh = "扫地"\nen = "sweep"\n', encoding="utf-8")
+    with pytest.raises(workflow.PlanTextError, match=r"bad-plan.toml: trigger.3\[0\]: role 'janitor'"):
+        create_app(site_settings(smtp, http, tmp_path, plan_file=str(bad)), ManualClock())
+    bad.write_text("[activation.nonexistent]\nzh = 'x'\nen = 'y'\n", encoding="utf-8")
+    workflow.load_plan_text.cache_clear()
+    with pytest.raises(workflow.PlanTextError, match=r"activation\.nonexistent: not a step of 2\.5"):
+        workflow.load_plan_text(bad)

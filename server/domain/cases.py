@@ -8,6 +8,7 @@ into one. Severity only rises, unless a person changes it with a reason (and eve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from hisguard.server.notify.outbox import Message
 from hisguard.server.settings import ServerSettings
 from hisguard.server.storage.models import AuditEntry, Case, CaseClock, CaseEvent, CaseIncident, Incident
 
+log = logging.getLogger("hisguard.server.cases")
 _settings = ServerSettings()
 _SCOPE_RANK = {Scope.HOST.value: 1, Scope.DEPARTMENT.value: 2, Scope.HOSPITAL.value: 3}
 # Evidence fields through which an incident names the incidents it stands for (topology children, outbreak hosts).
@@ -293,8 +295,24 @@ def _after_change(s: Session, case: Case, at: datetime, created: bool, raised_fr
         _notify(s, case, tier_audience(case, case.escalation_tier), "severity_raised", at)
 
 
+def plan_text_for(site: str) -> workflow.PlanText:
+    """The contract's plan text for a site; if its file went bad since start, the vendor default (logged):
+    a broken file must never stop the plan from starting."""
+    try:
+        return workflow.load_plan_text(_settings.site(site).plan_file)
+    except workflow.PlanTextError:
+        log.exception("plan text for site %s unusable; using the default", site)
+        return workflow.load_plan_text(None)
+
+
+def check_plan_texts(settings: ServerSettings) -> None:
+    """Load every site's plan text once at start, so a bad contract file is reported before it is needed."""
+    for conf in settings.sites.values():
+        workflow.load_plan_text(conf.plan_file)
+
+
 def _activate(s: Session, case: Case, at: datetime, by: str, reason: str) -> bool:
-    plan = workflow.load_plan_text(_settings.site(case.site).plan_file)
+    plan = plan_text_for(case.site)
     inst = workflow.start_plan(s, case, plan, at, by, reason)
     if inst is None:
         return False
@@ -313,7 +331,7 @@ def _recovered(s: Session, case: Case, at: datetime, by: str | None) -> None:
     departments = backfill_departments(case, manual)
     event(s, case, "resolved", at, by, {"backfill": [d.zh for d in departments]})
     if departments:
-        plan = workflow.load_plan_text(_settings.site(case.site).plan_file)
+        plan = plan_text_for(case.site)
         workflow.add_backfill(s, case, plan, departments)
     conf = _settings.site(case.site)
     audience = [n for t in range(1, case.escalation_tier + 1) for n in tier_audience(case, t)]
