@@ -306,7 +306,7 @@ def _clamav(cfg: Config, ctx: ProbeContext, st: dict[str, Any], deadline: float)
         seen = st.setdefault("scanned", {})
         files, now_seen = _files_to_scan(src, seen, canary_paths(ctx.state_dir))
         try:
-            found, errors, done = _clamd_scan(src, files, deadline - 1.0)
+            found, errors, done = _clamd_scan(src, files, deadline - min(1.0, cfg.timeout * 0.2))
         except OSError as exc:
             found, errors, done = [], [f"scan interrupted: {exc}"], 0
         # Files not reached this round stay "unseen" so the next round scans them.
@@ -419,6 +419,12 @@ def _defender(cfg: Config, ctx: ProbeContext, st: dict[str, Any], deadline: floa
 # --------------------------------------------------------------------------------------------------
 
 
+def _label(threat: str, file: str) -> str:
+    """Threat and file for the title, short enough for any title (the evidence keeps the full path)."""
+    threat = threat[:120]
+    return f"{threat} — {file if len(file) <= 200 else '…' + file[-199:]}"
+
+
 def _round(cfg: Config, ctx: ProbeContext) -> list[Observation]:
     deadline = time.monotonic() + cfg.timeout * 0.9
     st = _load_state(ctx, cfg)
@@ -447,7 +453,7 @@ def _round(cfg: Config, ctx: ProbeContext) -> list[Observation]:
                 subject,
                 False,
                 ctx.impact,
-                name=f"{held['threat']} — {held['file']}",
+                name=_label(held["threat"], held["file"]),
                 detail={k: held[k] for k in ("source", "file", "threat", "action", "detected_at")}
                 | {"role": cfg.role, "hold_s": cfg.detection_hold},
             )
@@ -481,8 +487,7 @@ async def watch(cfg: Config, ctx: ProbeContext, emit: Emit) -> None:
         while True:
             events = await ino.events()
             if any(
-                (e.folder in scan_folders
-                and e.mask & (fswatch.IN_CLOSE_WRITE | fswatch.IN_MOVED_TO))
+                (e.folder in scan_folders and e.mask & (fswatch.IN_CLOSE_WRITE | fswatch.IN_MOVED_TO))
                 or (e.folder, e.name) in log_names
                 for e in events
             ):

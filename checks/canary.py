@@ -72,6 +72,11 @@ def canary_paths(state_dir: Path) -> set[str]:
     return paths
 
 
+def subject_of(path: str) -> str:
+    """The canary's path names its condition; a very long one is hashed to fit the incident key."""
+    return path if len(path) <= 250 else "canary-" + hashlib.sha1(path.encode(errors="replace")).hexdigest()[:16]
+
+
 def entropy(data: bytes) -> float:
     if not data:
         return 0.0
@@ -241,7 +246,14 @@ class Canaries:
             if trip:
                 detail.update(trip)
             obs.append(
-                Observation(f"canary.tripped{sfx}", path, not trip, impact, name=os.path.basename(path), detail=detail)
+                Observation(
+                    f"canary.tripped{sfx}",
+                    subject_of(path),
+                    not trip,
+                    impact,
+                    name=os.path.basename(path),
+                    detail=detail,
+                )
             )
         if self.burst and time.time() - self.burst["last_ts"] > self.cfg.burst_hold:
             self.burst = None
@@ -342,7 +354,7 @@ def _tripped_now(reg: Canaries, path: str, trip: dict[str, Any] | None, emit: Em
     if trip is None:
         return
     reg.trip(path, trip)
-    _tell(reg, emit, [o for o in reg.observations() if o.subject == path])
+    _tell(reg, emit, [o for o in reg.observations() if o.subject == subject_of(path)])
 
 
 async def _events(cfg: Config, reg: Canaries, ino: fswatch.Inotify, emit: Emit) -> None:
@@ -384,7 +396,7 @@ async def _events(cfg: Config, reg: Canaries, ino: fswatch.Inotify, emit: Emit) 
                 if (src := moved.pop(e.cookie, None)) is not None:
                     reg.canaries[src]["tripped"]["renamed_to"] = e.name
                     reg.save()
-                    _tell(reg, emit, [o for o in reg.observations() if o.subject == src])
+                    _tell(reg, emit, [o for o in reg.observations() if o.subject == subject_of(src)])
                 if e.mask & fswatch.IN_ISDIR:
                     continue
                 if reg.note_rename(e.name, now):
