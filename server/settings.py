@@ -34,7 +34,22 @@ class Contact(BaseModel):
 
 
 class SiteSettings(BaseModel):
-    """One hospital: its contacts, on-call tiers and activation policy."""
+    """One hospital: its contacts, on-call tiers and activation policy. In the server's TOML:
+
+        [server.notify]
+        smtp_host = "mail.vendor.example"
+        [server.sites.renmin]
+        name_zh = "人民医院"
+        tiers = [["li"], ["zhao"], ["mgr"]]      # escalation order when nobody acknowledges
+        managers = ["mgr"]
+        hospital = ["xxk"]
+        urgent_triggers = [3, 4]                # urgent database / data-loss cases also start the plan
+        plan_file = "/etc/hisguard/renmin-plan.toml"
+        [server.sites.renmin.contacts.li]
+        email = "li@vendor.example"
+        [server.sites.renmin.contacts.xxk]
+        wecom = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
+    """
 
     model_config = ConfigDict(extra="forbid")
 
