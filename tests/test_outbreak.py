@@ -155,3 +155,80 @@ def test_slower_or_isolated_detections_do_not_escalate(server):
     # Each detection is still there as its own host incident, routine as one workstation hit is.
     xiehe = [i for i in server.incidents(status="open") if i["site"] == "xiehe"]
     assert len(xiehe) == 5 and {i["severity"] for i in xiehe} == {"routine"}
+
+
+# -- The rule itself, in-process, with the default settings (3 hosts within 10 minutes) -------------------
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    from hisguard.server.domain import cases
+    from hisguard.server.settings import ServerSettings
+
+    monkeypatch.setattr(cases, "_settings", ServerSettings())  # the defaults, whatever other tests configured
+    d = Database(f"sqlite:///{tmp_path / 'o.sqlite3'}")
+    d.migrate()
+    yield d
+    d.dispose()
+
+
+def _open(s, host: str, check: str, at: datetime, site: str = "renmin") -> int:
+    from hisguard.server.domain import incidents
+
+    fields = {
+        "key": f"{host}/{check}/{uuid.uuid4().hex[:8]}",
+        "host": host,
+        "trigger": 5,
+        "severity": "routine",
+        "scope": "host",
+        "department": None,
+        "departments": [],
+        "functions": [],
+        "title_zh": "x",
+        "title_en": "x",
+        "evidence": {"check": check},
+    }
+    return incidents.open_or_update(s, site, None, fields, at).id
+
+
+def test_default_rule_counts_infections_not_protection_or_signatures(db):
+    from hisguard.server.domain import outbreak
+
+    assert (outbreak.rule().hosts, outbreak.rule().window) == (3, timedelta(minutes=10))
+    t = NOW - timedelta(hours=1)
+    with db.session() as s:
+        # Protection off and stale signatures on many hosts are not an infection.
+        noise = [_open(s, f"ws-{i}", c, t) for i in range(4) for c in ("av.protection", "av.signatures")]
+        assert outbreak.correlate(s, "renmin", noise) == []
+        a = _open(s, "ws-a", "av.detection", t)
+        b = _open(s, "his-db", "canary.tripped.server", t + timedelta(minutes=4))
+        assert outbreak.correlate(s, "renmin", [a, b]) == []
+        c = _open(s, "ws-c", "canary.rename_burst", t + timedelta(minutes=9, seconds=59))
+        (oid,) = outbreak.correlate(s, "renmin", [c])
+        from hisguard.server.storage.models import Incident
+
+        ob = s.get(Incident, oid)
+        assert ob.evidence["host_count"] == 3 and ob.evidence["servers_hit"] == ["his-db"]
+        assert ob.evidence["spread_hosts_per_min"] == pytest.approx(3 / 10, abs=0.01)
+        assert {m["id"] for m in ob.evidence["incidents"]} == {a, b, c}
+        # Another site's detections at the same moment are that site's business.
+        other = [_open(s, f"x-{i}", "av.detection", t, site="xiehe") for i in range(2)]
+        assert outbreak.correlate(s, "xiehe", other) == []
+
+
+def test_a_resolved_outbreak_is_not_reopened_by_its_own_detections(db):
+    from hisguard.server.domain import incidents, outbreak
+    from hisguard.server.storage.models import Incident
+
+    t = NOW - timedelta(minutes=30)
+    with db.session() as s:
+        ids = [_open(s, f"ws-{i}", "av.detection", t + timedelta(minutes=i)) for i in range(3)]
+        (oid,) = outbreak.correlate(s, "renmin", ids)
+        for iid in ids:
+            inc = s.get(Incident, iid)
+            incidents.resolve(s, "renmin", inc.key, NOW)
+        assert outbreak.correlate(s, "renmin", ids) == [oid]
+        assert s.get(Incident, oid).status == "resolved"
+        # One new detection right after: with the old three already accounted for, no new outbreak.
+        late = _open(s, "ws-9", "av.detection", t + timedelta(minutes=5))
+        assert outbreak.correlate(s, "renmin", [late]) == []
