@@ -79,9 +79,12 @@ class LogSource(_Source):
     @classmethod
     def _encoding(cls, v: str) -> str:
         try:
-            codecs.lookup(v)
+            name = codecs.lookup(v).name
         except LookupError:
             raise ValueError(f"unknown encoding {v!r} (e.g. utf-8, gbk, gb18030)") from None
+        if name.startswith(("utf-16", "utf-32")):
+            # Lines are split on the byte 0x0A, which these encodings use inside characters.
+            raise ValueError(f"{v}: only byte-oriented encodings are supported (utf-8, gbk, gb18030 …)")
         return v
 
 

@@ -146,5 +146,8 @@ def test_log_source_config_errors_name_the_problem(tmp_path):
         antivirus.LogSource(name="x", path=tmp_path / "a", pattern=r"(?P<threat>\S+)")
     with pytest.raises(ValueError, match="unknown encoding"):
         antivirus.LogSource(name="x", path=tmp_path / "a", pattern=PATTERN, encoding="gbk2")
+    with pytest.raises(ValueError, match="byte-oriented"):
+        antivirus.LogSource(name="x", path=tmp_path / "a", pattern=PATTERN, encoding="utf-16le")
+    assert antivirus.LogSource(name="x", path=tmp_path / "a", pattern=PATTERN, encoding="GB18030").encoding
     with pytest.raises(ValueError, match="at least one source"):
         antivirus.Config()
