@@ -26,7 +26,9 @@ class Config(ProbeConfig):
     clear_after: int = Field(2, ge=1)
     count: int = Field(5, ge=1, le=100, description="Echo requests per target per round")
     packet_interval: float = Field(0.05, ge=0.0, le=5.0, description="Seconds between a target's requests")
-    reply_timeout: float = Field(0.8, gt=0, le=30, description="Seconds to wait for each reply")
+    reply_timeout: float | None = Field(
+        None, gt=0, le=30, description="Seconds to wait for each reply (default: what fits the timeout, ≤ 0.8)"
+    )
     down_loss: float = Field(1.0, gt=0, le=1.0, description="Loss fraction at which a round counts as failed")
     concurrency: int = Field(200, ge=1, le=5000, description="Targets pinged at once")
     privileged: Literal["auto", "yes", "no"] = Field(
@@ -48,6 +50,11 @@ class Config(ProbeConfig):
     @model_validator(mode="after")
     def _fits_timeout(self) -> Config:
         # A dead target waits out every request: that worst case must fit in the job's timeout.
+        if self.reply_timeout is None:
+            fit = self.timeout * 0.9 / self.count - self.packet_interval
+            if fit <= 0:
+                raise ValueError(f"{self.count} requests {self.packet_interval:g}s apart do not fit in timeout")
+            self.reply_timeout = min(0.8, fit)
         worst = self.count * (self.reply_timeout + self.packet_interval)
         if worst > self.timeout:
             raise ValueError(

@@ -27,10 +27,11 @@ log = logging.getLogger("hisguard.server")
 async def _watchdog(app: FastAPI) -> None:
     settings: ServerSettings = app.state.settings
     db: Database = app.state.db
+    started = utcnow()
 
     def check() -> list[int]:
         with db.session() as s:
-            return raise_silent_agents(s, utcnow(), settings.silence_heartbeats)
+            return raise_silent_agents(s, utcnow(), settings.silence_heartbeats, started)
 
     while True:
         await asyncio.sleep(settings.watchdog_interval)

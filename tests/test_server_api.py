@@ -175,6 +175,8 @@ def test_heartbeat_updates_agent_and_keeps_history(server):
 
 def test_silent_agent_raises_trigger_1_once_and_resolves_when_heard(server):
     post(server, [hb(utcnow() - timedelta(seconds=100))])
+    with server.db.session() as s:  # a server that just came back gives agents time to speak
+        assert raise_silent_agents(s, utcnow(), 3, listening_since=utcnow() - timedelta(seconds=5)) == []
     with server.db.session() as s:
         assert len(raise_silent_agents(s, utcnow(), 3)) == 1
     with server.db.session() as s:

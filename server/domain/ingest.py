@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
-from hisguard.server.domain import cases, clocks, incidents
+from hisguard.server.domain import cases, clocks, incidents, outbreak
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
 
@@ -48,6 +48,7 @@ def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[st
             recovered = _heartbeat(s, agent, item, now)
             if recovered is not None:
                 touched.append(recovered)
+    touched.extend(outbreak.correlate(s, agent.site, touched))  # many hosts infected at once: trigger 5
     # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
     # Keep this last: incidents opened by server-side correlation above are picked up as unlinked.
     cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
@@ -105,12 +106,19 @@ def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> int | 
     return inc.id if inc is not None else None
 
 
-def raise_silent_agents(s: Session, now: datetime, missed_heartbeats: int) -> list[int]:
-    """Open a trigger-1 incident for each agent silent for more than `missed_heartbeats` intervals."""
+def raise_silent_agents(
+    s: Session, now: datetime, missed_heartbeats: int, listening_since: datetime | None = None
+) -> list[int]:
+    """Open a trigger-1 incident for each agent silent for more than `missed_heartbeats` intervals.
+
+    Silence counts from when this server began listening at the earliest: while the server
+    itself was down, agents could not be heard, and their spooled reports are still arriving.
+    """
     opened = []
     for agent in s.scalars(select(Agent).where(Agent.last_seen.is_not(None))):
         interval = agent.interval_s or 30.0
-        if now - agent.last_seen <= timedelta(seconds=interval * missed_heartbeats):
+        heard = max(agent.last_seen, listening_since) if listening_since else agent.last_seen
+        if now - heard <= timedelta(seconds=interval * missed_heartbeats):
             continue
         key = SILENT_KEY.format(agent=agent.name)
         if incidents.find_open(s, agent.site, key) is not None:

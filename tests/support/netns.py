@@ -46,9 +46,12 @@ class TestNet:
         self._n += 1
         n = self._n
         ns, veth, peer = f"{self.tag}-{name}", f"{self.tag}v{n}", f"{self.tag}p{n}"
-        third, fourth = divmod(n * 4, 256)
-        base = f"198.18.{third}."
-        ours, theirs = f"{base}{fourth + 1}", f"{base}{fourth + 2}"
+        if n > 63:
+            raise ValueError("a TestNet holds at most 63 hosts")
+        # Each TestNet takes its own /24 of 198.18.0.0/15 (by process id), so parallel runs never clash.
+        block = os.getpid() % 500 + 1
+        base = f"198.{18 + block // 256}.{block % 256}."
+        ours, theirs = f"{base}{n * 4 + 1}", f"{base}{n * 4 + 2}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
         sh("ip", "link", "set", peer, "netns", ns)
