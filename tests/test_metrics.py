@@ -82,6 +82,12 @@ def test_metrics_count_incidents_clocks_agents_and_ingest(tmp_path: Path) -> Non
     assert m[("hisguard_agents", (("state", "never_reported"),))] == 1
     assert m[("hisguard_reports_received_total", (("type", "incident"),))] == 5
     assert m[("hisguard_reports_received_total", (("type", "heartbeat"),))] == 1
+    # The plan engine made cases of them; the critical ones started the plan and its response clocks.
+    cases_open = {k[1]: v for k, v in m.items() if k[0] == "hisguard_cases_open"}
+    assert sum(cases_open.values()) >= 1 and len(cases_open) == 18  # every trigger × severity exported
+    assert sum(v for k, v in cases_open.items() if ("severity", "critical") in k) >= 1
+    assert m[("hisguard_plans_active", ())] >= 1
+    assert m[("hisguard_clocks_pending", (("kind", "response"), ("state", "waiting")))] >= 1
 
 
 def test_real_prometheus_scrapes_the_server(tmp_path: Path) -> None:

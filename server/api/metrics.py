@@ -20,13 +20,13 @@ from sqlalchemy import func, select
 from hisguard.plan import Severity, Trigger
 from hisguard.report import utcnow
 from hisguard.server.storage.db import Database
-from hisguard.server.storage.models import Agent, HealthSample, Incident, Receipt
+from hisguard.server.storage.models import Agent, Case, CaseClock, HealthSample, Incident, PlanInstance, Receipt
 
 router = APIRouter(tags=["ops"])
 
 
 class StateCollector(Collector):
-    """Incidents by trigger and severity, their response clocks, agents and ingest counters."""
+    """Cases and incidents by trigger and severity, the plan's clocks, agents and ingest counters."""
 
     def __init__(self, db: Database, silence_heartbeats: int) -> None:
         self.db = db
@@ -52,7 +52,43 @@ class StateCollector(Collector):
         received = CounterMetricFamily(
             "hisguard_reports_received", "Report items stored (each item id once)", labels=["type"]
         )
+        cases_open = GaugeMetricFamily(
+            "hisguard_cases_open",
+            "Open cases (the plan's unit of work) by trigger and severity",
+            labels=["trigger", "severity"],
+        )
+        unacked = GaugeMetricFamily(
+            "hisguard_cases_unacknowledged", "Open cases nobody has acknowledged yet", labels=["severity"]
+        )
+        plans = GaugeMetricFamily("hisguard_plans_active", "Emergency plans started and not completed")
+        clocks = GaugeMetricFamily(
+            "hisguard_clocks_pending",
+            "Plan deadlines waiting (response, continuity, written_reply); 'late' ones are past due",
+            labels=["kind", "state"],
+        )
         with self.db.session() as s:
+            case_counts = {
+                (t, sev): n
+                for t, sev, n in s.execute(
+                    select(Case.trigger, Case.severity, func.count())
+                    .where(Case.status == "open")
+                    .group_by(Case.trigger, Case.severity)
+                )
+            }
+            unacked_counts = dict(
+                s.execute(
+                    select(Case.severity, func.count())
+                    .where(Case.status == "open", Case.acknowledged_at.is_(None))
+                    .group_by(Case.severity)
+                ).all()
+            )
+            active_plans = s.scalar(select(func.count()).where(PlanInstance.status == "active")) or 0
+            pending: dict[tuple[str, str], int] = {}
+            for name, due in s.execute(select(CaseClock.name, CaseClock.due_at).where(CaseClock.status == "pending")):
+                if due.tzinfo is None:
+                    due = due.replace(tzinfo=now.tzinfo)
+                key = (name.split(":", 1)[0], "late" if due < now else "waiting")
+                pending[key] = pending.get(key, 0) + 1
             counts = {
                 (t, sev): n
                 for t, sev, n in s.execute(
@@ -93,6 +129,14 @@ class StateCollector(Collector):
             for sev in Severity:
                 open_by.add_metric([str(int(trig)), sev.value], counts.get((int(trig), sev.value), 0))
             opened.add_metric([str(int(trig))], total.get(int(trig), 0))
+            for sev in Severity:
+                cases_open.add_metric([str(int(trig)), sev.value], case_counts.get((int(trig), sev.value), 0))
+        for sev in Severity:
+            unacked.add_metric([sev.value], unacked_counts.get(sev.value, 0))
+        plans.add_metric([], active_plans)
+        for kind in ("response", "continuity", "written_reply"):
+            for state in ("waiting", "late"):
+                clocks.add_metric([kind, state], pending.get((kind, state), 0))
         for sev in Severity:
             overdue.add_metric([sev.value], late[sev] or 0)
             started = first_open.get(sev.value)
@@ -105,7 +149,7 @@ class StateCollector(Collector):
         agents.add_metric(["never_reported"], never)
         received.add_metric(["heartbeat"], heartbeats)
         received.add_metric(["incident"], max(0, items - heartbeats))
-        yield from (open_by, opened, overdue, oldest, agents, received)
+        yield from (cases_open, unacked, plans, clocks, open_by, opened, overdue, oldest, agents, received)
 
 
 def registry_for(request: Request) -> CollectorRegistry:
