@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -159,6 +160,12 @@ def test_commands_are_exact(tmp_path: Path, clock: list[datetime], monkeypatch: 
         ["wevtutil", "qe", "Application", "/c:1", "/rd:true", "/f:xml"],
         ["wevtutil", "qe", "Application", f"/q:*[System[({ids}) and (EventRecordID > 91312)]]", "/f:xml", "/c:50"],
     ]
+
+
+def test_command_line_as_windows_receives_it() -> None:
+    # CreateProcess gets one string; the XPath with its spaces must stay one argument.
+    line = subprocess.list2cmdline(winevent.query_command("System", winevent.xpath_after((41, 6008), 7), 5))
+    assert line == 'wevtutil qe System "/q:*[System[(EventID=41 or EventID=6008) and (EventRecordID > 7)]]" /f:xml /c:5'
 
 
 def test_bookmark_survives_a_restart_neither_losing_nor_repeating(
