@@ -79,18 +79,23 @@ class Agent:
         st.ok, st.error, st.runs = True, None, st.runs + 1
         st.duration_ms, st.at = (time.monotonic() - started) * 1000, time.time()
         self.latest[job.name] = obs
-        reported = set()
+        cfg = job.config
+        if not confirm:
+            cfg = cfg.model_copy(update={"fail_after": 1, "fail_window": 1, "clear_after": 1})
         for o in obs:
-            reported.add((job.name, o.check, o.subject))
-            if confirm:
-                self.debouncer.update(job.name, job.config, o)
-            else:
-                self.debouncer.update(
-                    job.name, job.config.model_copy(update={"fail_after": 1, "fail_window": 1, "clear_after": 1}), o
-                )
-        # Conditions the job no longer reports (a removed target) no longer exist.
+            self.debouncer.update(job.name, cfg, o)
+        # Conditions the job no longer reports (a removed target) no longer exist; watched ones persist.
+        reported = {(job.name, o.check, o.subject) for o in obs} | self._watched.get(job.name, set())
         for key in [k for k in self.debouncer.states if k[0] == job.name and k not in reported]:
             del self.debouncer.states[key]
+        self.reconcile()
+
+    def emit(self, job: ProbeJob, obs: list[Observation]) -> None:
+        """Observations from a probe's watcher (a trap, a file event): classified at once."""
+        watched = self._watched.setdefault(job.name, set())
+        for o in obs:
+            watched.add((job.name, o.check, o.subject))
+            self.debouncer.update(job.name, job.config, o)
         self.reconcile()
 
     def _probe_failed(self, job: ProbeJob, st: JobStatus, error: str, started: float) -> None:

@@ -73,3 +73,26 @@ async def test_hung_probe_is_a_probe_failure_and_others_keep_their_schedule(agen
     snap = agent.snapshot()["probes"]
     assert snap["hang"]["ok"] is False and snap["tick"]["ok"] is True
     agent.store.close()
+
+
+async def test_watcher_observations_are_classified_at_once_and_survive_rounds(tmp_path):
+    from hisguard.checks.base import Observation
+
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[agent]\nname = "w"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
+        "[[probe.ping]]\ninterval = 1\ntimeout = 1\nfail_after = 1\nfail_window = 1\n"
+        'targets = [{ address = "127.0.0.1" }]\n'
+    )
+    agent = Agent(load_config(path))
+    (job,) = agent.cfg.jobs
+    agent.emit(job, [Observation("ping.reachable", "198.18.9.9", False, name="陷阱报告的设备")])
+    (inc,) = agent.current_incidents()
+    assert inc.key == "w/ping.reachable/198.18.9.9" and list(agent.store.active()) == [inc.key]
+    await agent.run_round(job)  # the scheduled round does not report it, but a watched condition persists
+    assert [i.key for i in agent.current_incidents()] == ["w/ping.reachable/198.18.9.9"]
+    agent.emit(job, [Observation("ping.reachable", "198.18.9.9", True)])
+    assert len(agent.current_incidents()) == 1  # ping clears after two good observations (clear_after)
+    agent.emit(job, [Observation("ping.reachable", "198.18.9.9", True)])
+    assert agent.current_incidents() == [] and agent.store.active() == {}
+    agent.store.close()
