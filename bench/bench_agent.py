@@ -158,6 +158,13 @@ targets = [
     print("|---|---:|---:|---:|")
     for name, f in figures.items():
         print(f"| {name} | {f['rss_avg']:.1f} | {f['rss_max']:.1f} | {f['cpu_pct']:.2f} |")
+    ours = next(f for n, f in figures.items() if n.startswith("hisguard"))
+    zbx = next((f for n, f in figures.items() if n.startswith("zabbix")), None)
+    if zbx:
+        ratio = ours["rss_max"] / zbx["rss_max"]
+        result("agent RSS, host + ping x50 (vs zabbix_agent2)", f"{ours['rss_max']:.1f} MiB ({ratio:.2f}x)",
+               f"zabbix_agent2 {zbx['rss_max']:.1f} MiB", "<= 2.5x", ratio <= 2.5)
+    result("agent CPU, host + ping x50", f"{ours['cpu_pct']:.2f} % of one core")
 
 
 def sweep(n: int) -> None:
@@ -182,11 +189,26 @@ def sweep(n: int) -> None:
             out = subprocess.run([fping, *args, *addrs], capture_output=True, text=True)
             alive = out.stderr.count(" 1/1/0%")
             rows.append((label, time.perf_counter() - t, alive))
+    ours = min(secs for label, secs, _ in rows if label.startswith("hisguard"))
+    fast = [secs for label, secs, _ in rows if label.endswith("-i 1")]
+    if fast:
+        result(f"ping sweep of {n} loopback addresses", f"{ours:.2f} s", f"fping -i 1: {fast[0]:.2f} s",
+               "faster than fping -i 1", ours < fast[0])
     print(f"\n## Ping sweep of {n} loopback addresses\n")
     print("| tool | seconds | answered |")
     print("|---|---:|---:|")
     for label, secs, alive in rows:
         print(f"| {label} | {secs:.3f} | {alive}/{n} |")
+
+
+def result(metric: str, ours: str, peer: str = "", target: str = "", met: bool | None = None) -> None:
+    """A line bench/run_all.py puts in the summary table."""
+    import json
+
+    row: dict[str, object] = {"metric": metric, "hisguard": ours, "peer": peer, "target": target}
+    if met is not None:
+        row["met"] = met
+    print("RESULT " + json.dumps(row, ensure_ascii=False))
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import socket
 import sys
 from typing import Literal
 
@@ -65,11 +65,16 @@ class Config(ProbeConfig):
 
 
 def _privileged(choice: str) -> bool:
+    """Raw sockets when this process may open one (root, or CAP_NET_RAW under a service account)."""
     if choice != "auto":
         return choice == "yes"
     if sys.platform == "win32":
         return True
-    return os.geteuid() == 0
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
+        return True
+    except PermissionError:
+        return False
 
 
 async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
