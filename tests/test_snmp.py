@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -270,7 +272,6 @@ async def test_silent_agent_that_pings_is_trigger_2_and_silence_without_ping_tri
         assert inc.trigger is Trigger.SOFTWARE and "SNMP" in inc.title.en
         # Silence from a device whose link is cut: neither SNMP nor ping answers, the device is gone.
         with TestNet() as net:
-            net._n = 3000  # addresses apart from other namespace tests on a shared machine
             host = net.add("snmpdead")
             net.down("snmpdead")
             obs = await probe(Config(devices=[d | {"address": host.address}]), c)
@@ -280,3 +281,19 @@ async def test_silent_agent_that_pings_is_trigger_2_and_silence_without_ping_tri
     finally:
         s.resume()
         s.close()
+
+
+def test_agent_without_the_snmp_extra_gets_a_probe_error_saying_how_to_install_it(tmp_path):
+    code = (
+        "import sys, asyncio; sys.modules['pysnmp'] = None\n"
+        "from hisguard.checks.snmp import Config, probe\n"
+        "from hisguard.checks.base import ProbeContext, ProbeError\n"
+        "from pathlib import Path\n"
+        "cfg = Config(devices=[{'name': '核心交换机', 'address': '127.0.0.1'}])\n"
+        "try:\n"
+        f"    asyncio.run(probe(cfg, ProbeContext(host='a', state_dir=Path({str(tmp_path)!r}))))\n"
+        "except ProbeError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "核心交换机" in out and "pip install 'hisguard[snmp]'" in out

@@ -37,7 +37,6 @@ def hospital():
     except ImportError:
         peers.need(False, "needs snmpsim (pip install -e '.[test]')")
     with TestNet() as net:
-        net._n = 1000  # addresses apart from other namespace tests on a shared machine
         sims: dict[str, SnmpSim] = {}
         for i, name in enumerate(SWITCHES):
             host = net.add(name)

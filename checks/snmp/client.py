@@ -1,6 +1,6 @@
-"""SNMP requests over one long-lived pysnmp engine (a cold engine costs ~350 ms; a warm poll a few ms).
+"""SNMP requests over one long-lived pysnmp engine (a cold engine costs hundreds of ms; a warm poll a few).
 
-Numeric OIDs only and no MIB lookups, so no MIB compiler is loaded. Every failure becomes an
+Numeric OIDs only and no MIB lookups (no MIB compiler needed). Every failure becomes an
 `SnmpError` that says what happened in words an engineer can act on.
 """
 
@@ -10,32 +10,39 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from pyasn1.type.univ import Null
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    UdpTransportTarget,
-    UsmUserData,
-    bulk_cmd,
-    get_cmd,
-)
-from pysnmp.hlapi.v3arch.asyncio import auth as _auth
-from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
+try:
+    from pyasn1.type.univ import Null
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        UdpTransportTarget,
+        UsmUserData,
+        bulk_cmd,
+        get_cmd,
+    )
+    from pysnmp.hlapi.v3arch.asyncio import auth as _auth
+    from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
-AUTH_PROTOCOLS = {
-    "MD5": _auth.USM_AUTH_HMAC96_MD5,
-    "SHA": _auth.USM_AUTH_HMAC96_SHA,
-    "SHA256": _auth.USM_AUTH_HMAC192_SHA256,
-    "SHA512": _auth.USM_AUTH_HMAC384_SHA512,
-}
-PRIV_PROTOCOLS = {
-    "AES": _auth.USM_PRIV_CFB128_AES,
-    "AES256": _auth.USM_PRIV_CFB256_AES,
-    "DES": _auth.USM_PRIV_CBC56_DES,
-}
+    AUTH_PROTOCOLS = {
+        "MD5": _auth.USM_AUTH_HMAC96_MD5,
+        "SHA": _auth.USM_AUTH_HMAC96_SHA,
+        "SHA256": _auth.USM_AUTH_HMAC192_SHA256,
+        "SHA512": _auth.USM_AUTH_HMAC384_SHA512,
+    }
+    PRIV_PROTOCOLS = {
+        "AES": _auth.USM_PRIV_CFB128_AES,
+        "AES256": _auth.USM_PRIV_CFB256_AES,
+        "DES": _auth.USM_PRIV_CBC56_DES,
+    }
+except ImportError as exc:  # installed without the snmp extra: every request says how to fix it
+    _MISSING: ImportError | None = exc
+    AUTH_PROTOCOLS: dict[str, Any] = {}
+    PRIV_PROTOCOLS: dict[str, Any] = {}
+else:
+    _MISSING = None
 
 
 class SnmpError(Exception):
@@ -67,6 +74,8 @@ _auth_cache: dict[Credentials, Any] = {}
 def engine() -> SnmpEngine:
     """The process's one engine (a new one only if the event loop changed, as between tests)."""
     global _engine, _engine_loop
+    if _MISSING is not None:
+        raise SnmpError(f"SNMP support is not installed ({_MISSING}): pip install 'hisguard[snmp]'")
     loop = asyncio.get_running_loop()
     if _engine is None or _engine_loop is not loop:
         if _engine is not None:
@@ -130,6 +139,8 @@ class Session:
     def __init__(self, address: str, port: int, cred: Credentials, timeout: float, retries: int) -> None:
         self.address, self.port, self.cred = address, port, cred
         self.timeout, self.retries = timeout, retries
+        if _MISSING is not None:
+            raise SnmpError(f"SNMP support is not installed ({_MISSING}): pip install 'hisguard[snmp]'")
         self.context = ContextData(contextName=cred.context.encode()) if cred.context else ContextData()
 
     async def _send(self, fn: Any, *args: Any) -> tuple[Any, ...]:
