@@ -195,6 +195,11 @@ RULES: dict[str, Rule] = {
     "snmp.if_errors": Rule(
         T1, Text("{label} 端口错误包激增", "{label}: port errors climbing fast"), cap=Severity.URGENT
     ),
+    "snmp.if_flap": Rule(
+        T1,
+        Text("{label} 端口反复断开又恢复（震荡）", "{label}: port keeps going down and up (flapping)"),
+        cap=Severity.URGENT,
+    ),
     "snmp.hardware": Rule(T1, Text("{label} 硬件告警（风扇/电源/板卡）", "{label}: hardware alarm (fan/power/module)")),
     "snmp.agent": Rule(
         T2,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # A device is lost when these fail; a descendant's failures of these kinds fold into a lost parent.
 LOST_CHECKS = ("snmp.reachable", "ping.reachable")
-FOLDABLE_CHECKS = (*LOST_CHECKS, "snmp.agent", "snmp.interface", "snmp.edge_ports", "snmp.if_errors")
+FOLDABLE_CHECKS = (*LOST_CHECKS, "snmp.agent", "snmp.interface", "snmp.edge_ports", "snmp.if_errors", "snmp.if_flap")
 UPS_CHECKS = ("snmp.ups.on_battery", "snmp.ups.runtime_low", "snmp.ups.depleting")
 
 

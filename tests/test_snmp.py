@@ -100,6 +100,23 @@ async def test_access_switch_uplink_down_is_trigger_1_and_edge_ports_are_not(sim
     sim.write("access", Switch("access").render())
 
 
+async def test_uplink_flapping_between_polls_is_seen_from_if_last_change(sim, tmp_path):
+    sw = Switch("access")
+    cfg = Config(devices=[dev(sim, "access", uplinks=["GigabitEthernet0/0/48"])], flap_count=3)
+    c = ctx(tmp_path)
+    states = []
+    for ticks in (5_000, 5_000, 7_000, 9_000, 12_000):  # up at every poll, but it changed in between
+        sw.last_change = {48: ticks}
+        sim.write("access", sw.render())
+        obs = await probe(cfg, c)
+        assert by(obs, "snmp.interface")["access/GigabitEthernet0/0/48"].ok
+        states.append(by(obs, "snmp.if_flap")["access/GigabitEthernet0/0/48"].value)
+    assert states == [0, 0, 1, 2, 3]
+    (inc,) = incidents(obs)
+    assert inc.trigger is Trigger.HARDWARE and "flapping" in inc.title.en and inc.severity is Severity.ROUTINE
+    sim.write("access", Switch("access").render())
+
+
 async def test_uptime_reset_is_a_restart_and_repeated_resets_a_reboot_loop(sim, tmp_path):
     sw = Switch("core", vendor="h3c", uptime_ticks=50_000_000)
     sim.write("core", sw.render())

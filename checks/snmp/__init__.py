@@ -5,7 +5,7 @@ Per device, v2c or v3 (authPriv), its own timeout and retries. What it reports:
 - snmp.agent       ping answers but SNMP is silent: management software failure (trigger 2);
 - snmp.interface   a watched port is down (uplinks on switches, every port on servers); an
                    admin-down port is not a fault; edge ports are summarised in snmp.edge_ports;
-- snmp.if_errors   errors on an uplink climb fast;
+- snmp.if_errors   errors on an uplink climb fast; snmp.if_flap  an uplink keeps going down and up;
 - snmp.restart / snmp.reboot_loop   sysUpTime went backwards (or a coldStart/warmStart trap);
 - snmp.cpu / snmp.memory / snmp.temperature / snmp.hardware   Huawei, H3C, Cisco vendor MIBs;
 - snmp.ups.*       on battery, runtime low, battery depleted (UPS-MIB, APC PowerNet, Eaton XUPS).
@@ -110,6 +110,8 @@ class Config(ProbeConfig):
     reboot_loop_count: int = Field(3, ge=2, description="Restarts within the window that make a reboot loop")
     reboot_loop_window: float = Field(3600.0, gt=0)
     if_errors_max: int = Field(1000, ge=1, description="Uplink errors per round above which the link is failing")
+    flap_count: int = Field(3, ge=1, description="Uplink state changes within flap_window that make it flapping")
+    flap_window: float = Field(900.0, gt=0, description="Seconds")
     ups_runtime_warn: float = Field(15.0, ge=0, description="Minutes on battery below which severity rises")
     ups_runtime_critical: float = Field(5.0, ge=0, description="Minutes below which the UPS is about to drop")
     # Trap receiver (runs for the agent's life when enabled)
@@ -343,7 +345,8 @@ async def _interfaces(dev: Device, cfg: Config, sess: Session, mem: dict[str, An
     down = [i for i, v in oper.items() if _int(v) not in (oids.IF_UP, 5)]  # 5 dormant: waiting, not broken
     extra: dict[str, dict[str, Any]] = {}
     asks = [f"{c}.{i}" for i in down for c in (oids.IF_ADMIN, oids.IF_LAST_CHANGE)]
-    asks += [f"{c}.{i}" for i in uplinks for c in (oids.IF_IN_ERRORS, oids.IF_OUT_ERRORS)]
+    asks += [f"{c}.{i}" for i in uplinks for c in (oids.IF_IN_ERRORS, oids.IF_OUT_ERRORS, oids.IF_LAST_CHANGE)]
+    asks = list(dict.fromkeys(asks))
     for chunk in range(0, len(asks), 40):
         for oid, value in (await sess.get(asks[chunk : chunk + 40])).items():
             col, _, idx = oid.rpartition(".")
@@ -394,6 +397,47 @@ async def _interfaces(dev: Device, cfg: Config, sess: Session, mem: dict[str, An
                 )
             )
     mem["errors"] = now_err
+    obs += _flaps(dev, cfg, mem, uplinks, names, extra, ob)
+    return obs
+
+
+def _flaps(
+    dev: Device,
+    cfg: Config,
+    mem: dict[str, Any],
+    uplinks: list[str],
+    names: dict[str, str],
+    extra: dict[str, dict[str, Any]],
+    ob: Any,
+) -> list[Observation]:
+    """An uplink whose ifLastChange moves between polls went down and up again: a flap polling alone misses."""
+    now = time.time()
+    prev: dict[str, int] = mem.get("last_change", {})
+    flaps: dict[str, list[float]] = mem.setdefault("flaps", {})
+    current: dict[str, int] = {}
+    obs = []
+    for idx in uplinks:
+        lc = _int(extra.get(idx, {}).get(oids.IF_LAST_CHANGE))
+        if lc is None:
+            continue
+        current[idx] = lc
+        if idx in prev and lc > prev[idx]:  # smaller: the device restarted, not a flap
+            flaps[idx] = [*flaps.get(idx, []), now][-20:]
+        recent = [t for t in flaps.get(idx, []) if t >= now - cfg.flap_window]
+        port = names.get(idx, idx)
+        obs.append(
+            ob(
+                "snmp.if_flap",
+                f"{dev.name}/{port}",
+                len(recent) < cfg.flap_count,
+                float(len(recent)),
+                port=port,
+                name=f"{dev.name} {port}",
+                flaps_in_window=len(recent),
+                window_s=cfg.flap_window,
+            )
+        )
+    mem["last_change"] = current
     return obs
 
 

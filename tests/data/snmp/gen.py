@@ -46,6 +46,7 @@ class Switch:
     temp: int = 41
     in_errors: dict[int, int] = field(default_factory=dict)
     fan_state: int = 1  # Cisco: normal1 … critical3
+    last_change: dict[int, int] = field(default_factory=dict)  # ifLastChange ticks per port
 
     def records(self) -> list[Record]:
         s = "1.3.6.1.2.1.1"
@@ -69,7 +70,7 @@ class Switch:
                 (f"{t}.5.{n}", 66, 1_000_000_000),
                 (f"{t}.7.{n}", 2, admin),
                 (f"{t}.8.{n}", 2, oper),
-                (f"{t}.9.{n}", 67, 1000 + n),
+                (f"{t}.9.{n}", 67, self.last_change.get(n, 1000 + n)),
                 (f"{t}.14.{n}", 65, self.in_errors.get(n, 0)),
                 (f"{t}.20.{n}", 65, 0),
                 (f"1.3.6.1.2.1.31.1.1.1.1.{n}", 4, port_name(self.vendor, n)),
