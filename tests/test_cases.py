@@ -460,3 +460,26 @@ en = "Call the hospital's network duty room"
     workflow.load_plan_text.cache_clear()
     with pytest.raises(workflow.PlanTextError, match=r"activation\.nonexistent: not a step of 2\.5"):
         workflow.load_plan_text(bad)
+
+
+def test_silent_agent_opens_a_case_and_its_return_resolves_it(server: Server) -> None:
+    from hisguard.report import utcnow
+    from hisguard.server.domain.ingest import raise_silent_agents
+
+    def heartbeat(at: Any) -> dict[str, Any]:
+        return {
+            "type": "heartbeat",
+            "id": str(uuid.uuid4()),
+            "observed_at": at.isoformat(),
+            "interval_s": 30,
+            "department": "门诊收费",
+        }
+
+    server.report(heartbeat(utcnow() - timedelta(minutes=10)))
+    with server.db.session() as s:
+        assert len(raise_silent_agents(s, utcnow(), 3)) == 1
+    (case,) = cases_of(server)
+    assert case["key"] == "agent-silent/his-db-01" and case["severity"] == "urgent"
+    assert case["departments"] == ["门诊收费"] and case["affected_functions"] == ["outpatient_billing"]
+    server.report(heartbeat(utcnow()))
+    assert cases_of(server)[0]["status"] == "resolved"
