@@ -108,7 +108,7 @@ class RecordedCursor:
 
 def mssql_error(number: int, text: str) -> Exception:
     pymssql = pytest.importorskip("pymssql")
-    return pymssql.OperationalError(number, text.encode())
+    return pymssql.OperationalError((number, text.encode()))
 
 
 class RecordedServer:
@@ -381,3 +381,34 @@ def test_silent_server_times_out_within_the_deadline_and_threads_never_pile_up(t
     assert peak <= threads_before + 1, (threads_before, peak)
     assert any("previous round" in o.detail["message"] for _, (o,) in rounds[1:])
     assert len(held) <= 3  # the later rounds never opened another connection
+
+
+@pytest.mark.parametrize(
+    ("number", "text", "kind"),
+    [
+        (
+            18456,
+            b"Login failed for user 'hisguard'.DB-Lib error message 20018, severity 14:\nGeneral SQL Server error: "
+            b"Check messages from the SQL Server\nDB-Lib error message 20002, severity 9:\nAdaptive Server connection "
+            b"failed (10.20.1.5)\n",
+            "login",
+        ),
+        # pymssql keeps the number of an earlier message: the text decides.
+        (
+            18456,
+            b"DB-Lib error message 20009, severity 9:\nUnable to connect: Adaptive Server is unavailable or does not "
+            b"exist (10.20.1.5)\nNet-Lib error during Connection refused (111)\n",
+            "unreachable",
+        ),
+        (
+            20003,
+            b"DB-Lib error message 20003, severity 6:\nAdaptive Server connection timed out (10.20.1.5)\n",
+            "timeout",
+        ),
+        (208, b"Invalid object name 'dbo.MZ_SFMX'.DB-Lib error message 20018, severity 16:\n", "query"),
+    ],
+)
+def test_pymssql_errors_are_classified_by_their_text(number: int, text: bytes, kind: str) -> None:
+    err = mssql.DIALECT.error(mssql_error(number, text.decode()))
+    assert err.kind == kind
+    assert ("18456" in str(err)) == (kind == "login")

@@ -299,3 +299,14 @@ def test_real_pymssql_bad_night_and_wrong_password(tmp_path: Path, monkeypatch: 
 
 def _classify(obs: list[Any]) -> list[Any]:
     return classify("his-db-01", [Failing("his-db", o) for o in obs if o.ok is False])
+
+
+def test_real_pymssql_nothing_listening_is_unreachable_at_once(tmp_path: Path) -> None:
+    from tests.support.procs import free_port
+
+    cfg = his_config(free_port())
+    (obs,) = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
+    assert (obs.check, obs.ok, obs.detail["error"]) == ("db.connect", False, "unreachable")
+    (inc,) = _classify([obs])
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.CRITICAL
+    assert "HIS 主数据库 数据库服务无法连接" == inc.title.zh

@@ -139,14 +139,17 @@ class MssqlDialect:
             raise self.error(exc) from None
 
     def error(self, exc: BaseException) -> DbError:
-        text = _message(exc)
         if isinstance(exc, DbError):
             return exc
-        if re.search(r"\b18456\b|Login failed|登录失败", text):
+        text = _message(exc)
+        # By text, not number: pymssql can carry a stale number from an earlier failure.
+        if re.search(r"Login failed|登录失败", text):
             return DbError("login", f"login failed: {text}")
+        if re.search(r"Connection refused|Unable to connect|unavailable or does not exist|\b20009\b", text):
+            return DbError("unreachable", text)
         if re.search(r"\b20003\b|timed out|timeout", text, re.I):
             return DbError("timeout", text)
-        if re.search(r"\b(20009|20002|20017|20004)\b|Unable to connect|not connect", text):
+        if re.search(r"\b(20002|20004|20017)\b|connection failed", text, re.I):
             return DbError("unreachable", text)
         return DbError("query", text)
 
@@ -223,10 +226,13 @@ def _num(value: Any) -> float | None:
 
 def _message(exc: BaseException) -> str:
     parts = []
-    for arg in exc.args:
-        if isinstance(arg, tuple):
-            parts.extend(a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in arg)
-        elif isinstance(arg, bytes):
+    args = [a for arg in exc.args for a in (arg if isinstance(arg, tuple) else (arg,))]
+    texts = [a.decode("utf-8", "replace") if isinstance(a, bytes) else a for a in args if isinstance(a, (bytes, str))]
+    client_side = bool(texts) and texts[0].lstrip().startswith("DB-Lib error message")
+    for arg in args:
+        if isinstance(arg, int) and client_side:
+            continue  # the number belongs to an earlier server message, not to this client-side failure
+        if isinstance(arg, bytes):
             parts.append(arg.decode("utf-8", "replace"))
         else:
             parts.append(str(arg))
