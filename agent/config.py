@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,9 @@ class AgentSection(Impact):
     state_dir: Path = Field(Path("var/agent"), description="Outbox, incident state and probe memory")
     heartbeat_interval: float = Field(30.0, ge=1, le=3600)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    role: Literal["workstation", "app_server", "db_server"] | None = Field(
+        None, description="What this machine is; probes with a role setting take it unless they set their own"
+    )
 
 
 class ServerSection(BaseModel):
@@ -37,6 +40,9 @@ class ServerSection(BaseModel):
     batch_size: int = Field(200, ge=1, le=500)
     retry_max: float = Field(60.0, ge=1, le=3600, description="Longest wait between delivery attempts (s)")
     ca_bundle: Path | None = Field(None, description="CA file to verify an https server against")
+    pin_sha256: list[Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")]] = Field(
+        default_factory=list, description="Accept only server certificates with one of these SHA-256 fingerprints"
+    )
 
     @model_validator(mode="after")
     def _one_token(self) -> ServerSection:
@@ -102,6 +108,8 @@ def load_config(path: str | Path) -> AgentConfig:
             continue
         spec = load(kind)
         for i, entry in enumerate(entries):
+            if top.agent.role and "role" in spec.config.model_fields and isinstance(entry, dict):
+                entry = {"role": top.agent.role, **entry}
             try:
                 cfg = spec.config.model_validate(entry)
             except ValidationError as exc:
