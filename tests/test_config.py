@@ -107,9 +107,9 @@ def test_missing_token_env_is_a_config_error(tmp_path):
 
 def test_agent_role_reaches_probes_that_have_one_unless_they_set_their_own(tmp_path):
     text = GOOD.replace("hospital_critical = true", 'hospital_critical = true\nrole = "db_server"', 1) + (
-        '\n[[probe.canary]]\nname = "c1"\nfolders = ["{d}"]\n[[probe.canary]]\nname = "c2"\nrole = "workstation"\n'
-        'folders = ["{d}"]\n'
-    ).format(d=tmp_path)
+        f'\n[[probe.canary]]\nname = "c1"\nfolders = ["{tmp_path}"]\n'
+        f'[[probe.canary]]\nname = "c2"\nrole = "workstation"\nfolders = ["{tmp_path}"]\n'
+    )
     cfg = load_config(write(tmp_path, text))
     roles = {j.name: getattr(j.config, "role", None) for j in cfg.jobs}
     assert roles == {"ping": None, "c1": "db_server", "c2": "workstation"}
