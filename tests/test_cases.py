@@ -330,6 +330,60 @@ def test_children_of_a_failed_parent_join_its_case(server: Server) -> None:
     assert {c["status"] for c in server.get(f"/cases/{merged['id']}", "li").json()["clocks"]} == {"cancelled"}
 
 
+def test_hosts_folded_by_the_agents_topology_join_the_switch_case(server: Server) -> None:
+    # The shape agent/topology.py gives a parent: evidence["folded"] = [{check, subject, …}] of its children.
+    for ip in ("10.2.0.7", "10.2.0.8"):
+        server.report(
+            incident(
+                server.clock,
+                key=f"his-db-01/ping.reachable/{ip}",
+                host="his-db-01",
+                severity="urgent",
+                scope="department",
+                evidence={"check": "ping.reachable", "subject": ip},
+            )
+        )
+    unrelated = incident(
+        server.clock,
+        key="his-db-01/host.disk//data",
+        host="his-db-01",
+        trigger=2,
+        severity="urgent",
+        scope="department",
+        evidence={"check": "host.disk", "subject": "/data"},
+    )
+    server.report(unrelated)
+    assert len(cases_of(server, status="open")) == 3
+    server.report(
+        incident(
+            server.clock,
+            key="his-db-01/snmp.reachable/10.2.0.1",
+            host="his-db-01",
+            severity="urgent",
+            scope="department",
+            evidence={
+                "check": "snmp.reachable",
+                "subject": "10.2.0.1",
+                "node": "acc-sw-3",
+                "folded": [
+                    {"check": "ping.reachable", "subject": "10.2.0.7", "name": "门诊收费 07"},
+                    {"check": "ping.reachable", "subject": "10.2.0.8", "name": "门诊收费 08"},
+                ],
+                "folded_count": 2,
+            },
+        )
+    )
+    open_cases = cases_of(server, status="open")
+    assert len(open_cases) == 2  # the switch with its two hosts, and the unrelated disk
+    switch = next(c for c in open_cases if c["trigger"] == 1)
+    keys = sorted(i["key"] for i in server.get(f"/cases/{switch['id']}", "li").json()["incidents"])
+    assert keys == [
+        "his-db-01/ping.reachable/10.2.0.7",
+        "his-db-01/ping.reachable/10.2.0.8",
+        "his-db-01/snmp.reachable/10.2.0.1",
+    ]
+
+
 def test_outbreak_incident_groups_host_incidents(server: Server) -> None:
     hosts = [f"ws-{i:02d}" for i in range(1, 6)]
     for h in hosts:

@@ -36,7 +36,8 @@ from hisguard.server.storage.models import AuditEntry, Case, CaseClock, CaseEven
 log = logging.getLogger("hisguard.server.cases")
 _settings = ServerSettings()
 _SCOPE_RANK = {Scope.HOST.value: 1, Scope.DEPARTMENT.value: 2, Scope.HOSPITAL.value: 3}
-# Evidence fields through which an incident names the incidents it stands for (topology children, outbreak hosts).
+# Evidence fields through which an incident names the incidents it stands for: the agent's topology
+# fold ("folded": [{check, subject, …}]), the server's outbreak correlation ("incidents": [{id, key, …}]).
 GROUP_FIELDS = ("children", "child_keys", "folded", "incidents", "incident_keys", "members", "hosts")
 REPLY_WITHIN_H = 4  # 1.2: written reply within 4 hours to a reported request
 
@@ -74,9 +75,11 @@ def group_refs(evidence: dict[str, Any]) -> tuple[set[str], set[int]]:
             elif isinstance(item, int) and not isinstance(item, bool):
                 ids.add(item)
             elif isinstance(item, dict):
-                for k in ("key", "host", "name"):
+                for k in ("key", "host", "machine", "device", "name"):
                     if isinstance(item.get(k), str):
                         names.add(item[k])
+                if isinstance(item.get("check"), str) and item.get("subject") is not None:
+                    names.add(f"{item['check']}/{item['subject']}")  # the agent's folded condition
                 if isinstance(item.get("id"), int):
                     ids.add(item["id"])
                 if isinstance(item.get("incident_id"), int):
@@ -85,7 +88,12 @@ def group_refs(evidence: dict[str, Any]) -> tuple[set[str], set[int]]:
 
 
 def _names(inc: Incident) -> set[str]:
-    return {inc.key, inc.host}
+    """What a grouping incident's evidence may call this incident by."""
+    names = {inc.key, inc.host}
+    ev = inc.evidence if isinstance(inc.evidence, dict) else {}
+    if isinstance(ev.get("check"), str) and ev.get("subject") is not None:
+        names.add(f"{ev['check']}/{ev['subject']}")
+    return names
 
 
 def _open_linked(s: Session, site: str) -> list[tuple[Incident, int]]:
@@ -618,6 +626,9 @@ def message(case: Case, kind: str, **kw: Any) -> Message:
         lead = Text(kw.get("reply", ""), kw.get("reply", ""))
     else:  # pragma: no cover - every kind above is named by the code that sends it
         raise ValueError(kind)
+    if case.drill:  # 2.8: every message of a drill says so first, in both languages
+        subject = Text(f"【演练】{subject.zh}", f"[DRILL] {subject.en}")
+        lead = Text(f"【演练，非真实故障】{lead.zh}", f"[DRILL, not a real fault] {lead.en}")
     body = Text(f"{lead.zh}\n\n{head.zh}{link}", f"{lead.en}\n\n{head.en}{link}")
     data = {
         "case": {
