@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import unicodedata
 from collections.abc import Sequence
 
 from hisguard import __version__
@@ -62,6 +63,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pad(text: str, width: int) -> str:
+    """Left-justify to a terminal width, counting CJK characters as two columns."""
+    out, used = "", 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > width:
+            break
+        out, used = out + ch, used + w
+    return out + " " * (width - used)
+
+
 def _fmt_value(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}"
 
@@ -93,7 +105,7 @@ def cmd_once(args: argparse.Namespace) -> int:
             continue
         for o in agent.latest[job.name]:
             state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
-            print(f"{job.name:<14} {o.check:<18} {o.label[:28]:<28} {state:<8} {_fmt_value(o.value)}")
+            print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_fmt_value(o.value)}")
     incidents = agent.current_incidents()
     errors = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.error"]
     for o in errors:  # devices the SNMP probe could not read, by name

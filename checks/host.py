@@ -53,15 +53,17 @@ def _boot_history(ctx: ProbeContext, window: float) -> tuple[int, bool]:
 def _disks(cfg: Config) -> list[tuple[str, float, int]]:
     wanted = set(cfg.mounts)
     seen: set[str] = set()
+    devices: set[str] = set()
     out = []
     for part in psutil.disk_partitions(all=False):
         if wanted and part.mountpoint not in wanted:
             continue
         if not wanted and (part.fstype in _PSEUDO_FS or "cdrom" in part.opts or not part.fstype):
             continue
-        if part.mountpoint in seen:
-            continue
+        if part.mountpoint in seen or (not wanted and part.device in devices):
+            continue  # bind mounts of a disk already watched say nothing new
         seen.add(part.mountpoint)
+        devices.add(part.device)
         try:
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
