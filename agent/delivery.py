@@ -7,6 +7,7 @@ as malformed (422) is split until the one bad item is found and set aside on dis
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import ssl
@@ -23,7 +24,44 @@ log = logging.getLogger("hisguard.agent.delivery")
 
 
 class DeliveryError(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # the server asked for this pause (429, 503 Retry-After)
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return min(3600.0, max(0.0, float(resp.headers.get("retry-after", "0"))))
+    except ValueError:
+        return 0.0
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def normalize_pin(pin: str) -> str:
+    return pin.replace(":", "").strip().lower()
+
+
+def tls_context(ca_bundle: str | None, pins: list[str]) -> ssl.SSLContext:
+    """Verify the server against the CA bundle (or the system's), and if pins are given, insist that
+    its certificate's SHA-256 is one of them — checked in the handshake, before the token is sent."""
+    ctx = ssl.create_default_context(cafile=ca_bundle)
+    wanted = {normalize_pin(p) for p in pins}
+    if wanted:
+
+        class PinnedSSLObject(ssl.SSLObject):
+            def do_handshake(self) -> None:
+                super().do_handshake()
+                der = self.getpeercert(binary_form=True) or b""
+                if fingerprint(der) not in wanted:
+                    raise ssl.SSLCertVerificationError(
+                        f"server certificate sha256 {fingerprint(der)} is not a pinned one (server.pin_sha256)"
+                    )
+
+        ctx.sslobject_class = PinnedSSLObject
+    return ctx
 
 
 class Sender:
@@ -33,11 +71,10 @@ class Sender:
         self.wake = asyncio.Event()
         self.failures = 0
         self.last_error: str | None = None
-        verify: Any = True
-        if cfg.server.ca_bundle:
-            verify = ssl.create_default_context(cafile=str(cfg.server.ca_bundle))
-        elif not cfg.server.url.startswith("https:"):
-            verify = False  # plain http: loading the CA store would cost ~3 MB for nothing
+        verify: Any = False  # plain http: loading the CA store would cost ~3 MB for nothing
+        if cfg.server.url.startswith("https:"):
+            ca = str(cfg.server.ca_bundle) if cfg.server.ca_bundle else None
+            verify = tls_context(ca, cfg.server.pin_sha256)
         self.client = httpx.AsyncClient(
             base_url=cfg.server.url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"hisguard-agent/{__version__}"},
@@ -83,7 +120,10 @@ class Sender:
             return await self._send(batch[:half]) + await self._send(batch[half:])
         if resp.status_code in (401, 403):
             raise DeliveryError(f"server refused the agent token ({resp.status_code}): check server.token")
-        raise DeliveryError(f"server answered {resp.status_code}: {resp.text[:200]}")
+        if resp.status_code == 413 and len(batch) > 1:  # too big for the server's limit: send halves
+            half = len(batch) // 2
+            return await self._send(batch[:half]) + await self._send(batch[half:])
+        raise DeliveryError(f"server answered {resp.status_code}: {resp.text[:200]}", _retry_after(resp))
 
     async def run(self) -> None:
         """Deliver forever: on new items at once, after failures with backoff."""
@@ -99,7 +139,7 @@ class Sender:
             except DeliveryError as exc:
                 self.failures += 1
                 self.last_error = str(exc)
-                delay = self.backoff()
+                delay = max(self.backoff(), exc.retry_after)
                 log.warning("delivery failed (%s); %d pending; retry in %.1fs", exc, self.store.backlog(), delay)
                 try:
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)

@@ -73,6 +73,9 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
         lifespan=lifespan,
     )
     app.state.settings = settings
+    from hisguard.server import security
+
+    security.install(app, settings.security)  # size and rate limits, security headers, 503 when storage fails
     app.state.db = Database(settings.db_url)
     app.state.clock_runner = ClockRunner(app.state.db, cases.on_clock, settings.clock_interval)
     app.state.dispatcher = Dispatcher(app.state.db, settings)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hisguard import __version__
 from hisguard.agent.tomlconfig import ConfigError
@@ -27,7 +28,21 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             raise SystemExit(2)
         update.update(host=host.strip("[]"), port=int(port))
-    return settings.model_copy(update=update)
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if cert or key:
+        update["security"] = settings.security.model_copy(
+            update={"tls_cert": cert or settings.security.tls_cert, "tls_key": key or settings.security.tls_key}
+        )
+    settings = settings.model_copy(update=update)
+    tls = settings.security
+    if bool(tls.tls_cert) != bool(tls.tls_key):
+        print("TLS needs both a certificate and its key (--tls-cert and --tls-key)", file=sys.stderr)
+        raise SystemExit(2)
+    for path in (tls.tls_cert, tls.tls_key):
+        if path and not Path(path).is_file():
+            print(f"TLS file not found: {path}", file=sys.stderr)
+            raise SystemExit(2)
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -44,8 +59,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PlanTextError as exc:
         print(f"预案文本错误 / plan text error:\n{exc}", file=sys.stderr)
         return 2
-    print(f"hisguard server on http://{settings.host}:{settings.port}/  (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    tls = settings.security
+    scheme = "https" if tls.tls_cert else "http"
+    print(f"hisguard server on {scheme}://{settings.host}:{settings.port}/  (API docs: /docs)", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,  # request lines could carry tokens in query strings: never logged
+        ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
+        ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
+    )
     return 0
 
 
@@ -78,6 +103,40 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from hisguard.server.domain.tokens import revoke
+    from hisguard.server.storage.db import Database
+
+    if bool(args.agent) == bool(args.engineer) or (args.agent and not args.site):
+        print("give either --agent NAME --site SITE or --engineer NAME", file=sys.stderr)
+        return 2
+    db = Database(_settings(args).db_url)
+    db.migrate()
+    with db.session() as s:
+        n = revoke(s, "agent", args.agent, args.site) if args.agent else revoke(s, "engineer", args.engineer)
+    db.dispose()
+    who = f"agent {args.agent} at site {args.site}" if args.agent else args.engineer
+    print(f"{who}: {n} token(s) revoked")
+    return 0 if n else 1
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    from hisguard.server.domain.tokens import rotate_agent_token
+    from hisguard.server.storage.db import Database
+
+    if not (args.agent and args.site):
+        print("give --agent NAME --site SITE", file=sys.stderr)
+        return 2
+    db = Database(_settings(args).db_url)
+    db.migrate()
+    with db.session() as s:
+        token, revoked = rotate_agent_token(s, args.agent, args.site)
+    db.dispose()
+    print(f"agent {args.agent} at site {args.site}: {revoked} old token(s) revoked; new token (shown once):")
+    print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hisguard-server", description="hisguard central server")
     parser.add_argument("--version", action="version", version=f"hisguard-server {__version__}")
@@ -87,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8470)")
     run.add_argument("--db", help="database URL (default: SQLite in the data directory)")
     run.add_argument("--config", help="server settings (TOML)")
+    run.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve https")
+    run.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     run.set_defaults(fn=cmd_run)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
@@ -103,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--db", help="database URL")
     create.add_argument("--config", help="server settings (TOML)")
     create.set_defaults(fn=cmd_token_create)
+
+    verbs = (("revoke", "revoke an agent's or a person's tokens"), ("rotate", "new agent token, old ones revoked"))
+    for verb, what in verbs:
+        cmd = token.add_parser(verb, help=what)
+        cmd.add_argument("--agent", help="agent name")
+        cmd.add_argument("--site", help="the agent's site")
+        if verb == "revoke":
+            cmd.add_argument("--engineer", help="a person's name (all their tokens)")
+        cmd.add_argument("--db", help="database URL")
+        cmd.add_argument("--config", help="server settings (TOML)")
+        cmd.set_defaults(fn=cmd_token_revoke if verb == "revoke" else cmd_token_rotate)
 
     from hisguard.server.service import add_arguments as service_arguments
     from hisguard.server.service import cmd_service

@@ -132,6 +132,18 @@ class InteropSource(BaseModel):
     severity_map: dict[str, Severity] = Field(default_factory=dict, description="Peer severity → plan severity")
 
 
+class SecuritySettings(BaseModel):
+    """Limits on what callers may send, and TLS (server/security.py). In the server's TOML: [server.security]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Larger requests: 413")
+    rate_per_token: float = Field(20.0, gt=0, le=100000, description="Requests per second per token (or address)")
+    rate_burst: int = Field(200, ge=1, le=1000000, description="Requests a token may send at once before 429")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) to serve https with")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -152,6 +164,7 @@ class ServerSettings(BaseModel):
     interop: dict[str, InteropSource] = Field(
         default_factory=dict, description="Inbound alert sources, keyed by the name their agent token was made for"
     )
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     def site(self, name: str) -> SiteSettings:
         return self.sites.get(name) or self.sites.get("*") or SiteSettings()

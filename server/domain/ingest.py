@@ -12,7 +12,8 @@ from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
 from hisguard.server.domain import cases, clocks, incidents, outbreak
 from hisguard.server.domain.tokens import Principal
-from hisguard.server.storage.models import Agent, AgentStatus, HealthSample, Receipt
+from hisguard.server.storage.db import claim_receipts
+from hisguard.server.storage.models import Agent, AgentStatus, HealthSample
 
 SILENT_KEY = "agent-silent/{agent}"
 SILENT_TITLE = Text("监测代理 {agent} 失联：服务器宕机或网络中断", "Agent {agent} is silent: server down or cut off")
@@ -29,17 +30,17 @@ def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[st
     agent = s.get(Agent, who.agent_id)
     assert agent is not None
     ids = [str(item.id) for item in batch.items]
-    seen = set(s.scalars(select(Receipt.id).where(Receipt.id.in_(ids))))
     now = utcnow()
+    # One bulk insert of the receipts claims the items; those another replica already stored are skipped.
+    claimed = claim_receipts(s, agent.id, ids, now)
     touched: list[int] = []
     duplicates = 0
     for item in batch.items:
         item_id = str(item.id)
-        if item_id in seen:
+        if item_id not in claimed:
             duplicates += 1
             continue
-        seen.add(item_id)
-        s.add(Receipt(id=item_id, agent_id=agent.id, received_at=now))
+        claimed.discard(item_id)  # the same id twice in one batch: applied once
         if isinstance(item, IncidentEvent):
             inc = _incident(s, agent, item)
             if inc is not None:

@@ -71,3 +71,22 @@ def authenticate(s: Session, token: str) -> Principal | None:
         return None
     role = "agent" if row.kind == "agent" else (row.role or "engineer")
     return Principal(row.kind, row.name, row.site, row.agent_id, row.id, role)
+
+
+def revoke(s: Session, kind: str, name: str, site: str | None = None) -> int:
+    """Revoke every live token of an agent (kind "agent", with its site) or a person; return how many."""
+    query = select(Token).where(Token.name == name, Token.revoked_at.is_(None))
+    if kind == "agent":
+        query = query.where(Token.kind == "agent", Token.site == site)
+    else:
+        query = query.where(Token.kind.in_(("engineer", "hospital")))
+    rows = list(s.scalars(query))
+    for row in rows:
+        row.revoked_at = utcnow()
+    return len(rows)
+
+
+def rotate_agent_token(s: Session, agent: str, site: str) -> tuple[str, int]:
+    """A new token for the agent; its old tokens stop working at once. Returns the token and how many were revoked."""
+    revoked = revoke(s, "agent", agent, site)
+    return create_agent_token(s, agent, site), revoked
