@@ -73,7 +73,7 @@ def record(cfg: Config, state_dir: Path, reason: str | None = None) -> tuple[Pat
     changes = diff(old, new)
     new.save(path, cfg)
     log_file = log_rebaseline(path, cfg, changes, reason)
-    log.warning("schema baseline recorded for %s: %s (%s)", cfg.server_id, path, "; ".join(changes[:20]))
+    log.info("schema baseline recorded for %s: %s (%s)", cfg.server_id, path, "; ".join(changes[:20]))
     return log_file, changes
 
 

@@ -21,9 +21,9 @@ STATEMENTS: dict[str, str] = {
     "version": "/* hisguard:version */ SELECT VERSION() AS version",
     # MariaDB bounds every statement (seconds); MySQL only SELECTs (milliseconds).
     "session_mariadb": "/* hisguard:session */ SET SESSION max_statement_time = {seconds}",
-    "session_mysql": (
-        "/* hisguard:session */ SET SESSION max_execution_time = {ms}, SESSION information_schema_stats_expiry = 0"
-    ),
+    "session_mysql": "/* hisguard:session */ SET SESSION max_execution_time = {ms}",
+    # MySQL 8 caches TABLE_ROWS for a day by default; 5.7 has no such variable (error 1193, ignored).
+    "stats_expiry": "/* hisguard:stats_expiry */ SET SESSION information_schema_stats_expiry = 0",
     "read_only": "/* hisguard:read_only */ SET SESSION TRANSACTION READ ONLY",
     # Anomaly rules name tables without their database, as the HIS's own queries do.
     "use": "/* hisguard:use */ USE {db}",
@@ -106,6 +106,11 @@ class MysqlDialect:
             q.rows(STATEMENTS["session_mariadb"].format(seconds=round(statement_timeout, 3)))
         else:
             q.rows(STATEMENTS["session_mysql"].format(ms=int(statement_timeout * 1000)))
+            try:
+                q.rows(STATEMENTS["stats_expiry"])
+            except Exception as exc:
+                if not (exc.args and exc.args[0] == 1193):
+                    raise
         q.rows(STATEMENTS["read_only"])
         q.version = version  # type: ignore[attr-defined]
 
