@@ -152,6 +152,18 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from hisguard.agent.drill import run
+
+    cfg = _load(args.config)
+    try:
+        cfg.token  # noqa: B018
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run(cfg, args.trigger, args.scope, args.end, args.by)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from hisguard.agent.doctor import cmd_doctor as run
 
@@ -178,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("service", help="install, remove or query the system service (systemd unit / Windows service)")
     service_arguments(p)
     p.set_defaults(fn=cmd_service)
+    p = sub.add_parser("drill", help="send a simulated incident (drill, 2.8) through the real delivery path")
+    p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
+    p.add_argument("--trigger", required=True, type=int, choices=range(1, 7), help="plan trigger 1-6")
+    p.add_argument("--scope", choices=["hospital", "department", "host"], default="hospital")
+    p.add_argument("--end", action="store_true", help="report the simulated fault recovered")
+    p.add_argument("--by", default="agent", help="who runs the drill (for the record)")
+    p.set_defaults(fn=cmd_drill)
     p = sub.add_parser("doctor", help="check ICMP privilege, server and token, each probe once; print what to fix")
     p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
     p.add_argument("--no-probes", action="store_true", help="skip running every probe once")

@@ -48,6 +48,7 @@ class IncidentEvent(_Strict):
     title_en: Annotated[str, Field(min_length=1, max_length=500)]
     observed_at: datetime
     evidence: dict[str, Any] = Field(default_factory=dict)
+    drill: bool = Field(False, description="A simulated incident of a drill (2.8): real workflow, marked, not counted")
 
     @field_validator("observed_at")
     @classmethod

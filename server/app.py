@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from hisguard import __version__
 from hisguard.report import API_PREFIX, utcnow
 from hisguard.server.api import cases as cases_api
+from hisguard.server.api import drills as drills_api
 from hisguard.server.api import incidents, interop, metrics, ops, reports
+from hisguard.server.api import reviews as reviews_api
 from hisguard.server.domain import cases, clocks
 from hisguard.server.domain.clocks import Clock, ClockRunner
 from hisguard.server.domain.ingest import raise_silent_agents
@@ -85,6 +87,8 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
     app.include_router(ops.router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # GET /metrics (Prometheus)
     app.include_router(interop.router, prefix=API_PREFIX)  # Alertmanager / Zabbix webhooks
+    app.include_router(drills_api.router, prefix=API_PREFIX)  # drills, training schedule, statistics (2.8)
+    app.include_router(reviews_api.router, prefix=API_PREFIX)  # on-site dispatch (2.9), reviews and exports (2.10)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -137,6 +137,13 @@ def cmd_token_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill_start(args: argparse.Namespace) -> int:
+    """Start a drill (2.8) in the database; the running server delivers its notifications (marked 演练/DRILL)."""
+    from hisguard.server.domain.drills import cli_start
+
+    return cli_start(_settings(args), args.site, args.trigger, args.scope, args.department or [], args.by)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hisguard-server", description="hisguard central server")
     parser.add_argument("--version", action="version", version=f"hisguard-server {__version__}")
@@ -175,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--db", help="database URL")
         cmd.add_argument("--config", help="server settings (TOML)")
         cmd.set_defaults(fn=cmd_token_revoke if verb == "revoke" else cmd_token_rotate)
+
+    drill = sub.add_parser("drill", help="drills (2.8)").add_subparsers(dest="drill_cmd", required=True)
+    dstart = drill.add_parser("start", help="start a drill: a simulated incident through the whole plan")
+    dstart.add_argument("--site", required=True, help="the hospital (site) drilled")
+    dstart.add_argument("--trigger", required=True, type=int, choices=range(1, 7), help="plan trigger 1-6")
+    dstart.add_argument("--scope", choices=["hospital", "department", "host"], default="hospital")
+    dstart.add_argument("--department", action="append", help="a department down (scope department; repeatable)")
+    dstart.add_argument("--by", default="cli", help="who starts it (for the record)")
+    dstart.add_argument("--db", help="database URL")
+    dstart.add_argument("--config", help="server settings (TOML)")
+    dstart.set_defaults(fn=cmd_drill_start)
 
     from hisguard.server.service import add_arguments as service_arguments
     from hisguard.server.service import cmd_service

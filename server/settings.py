@@ -65,6 +65,9 @@ class SiteSettings(BaseModel):
         default_factory=list, description="Triggers whose urgent cases also activate the plan (critical always does)"
     )
     plan_file: Path | None = Field(None, description="Contract-specific plan text (TOML) overriding the default")
+    # On-site dispatch (2.9): the hospital's city decides how engineers travel and the arrival deadline.
+    city: str | None = Field(None, description="City of the hospital, e.g. 郑州 (compared with vendor_city)")
+    location: str | None = Field(None, description="Address or directions for engineers going on site")
 
     @model_validator(mode="after")
     def _known_contacts(self) -> SiteSettings:
@@ -157,6 +160,7 @@ class ServerSettings(BaseModel):
     # Virus outbreak (server/domain/outbreak.py): this many hosts of one site with detections within the window.
     outbreak_hosts: int = Field(3, ge=2, le=10000, description="Hosts with detections that make an outbreak")
     outbreak_window_min: float = Field(10.0, gt=0, le=1440, description="Minutes those detections fall within")
+    vendor_city: str | None = Field(None, description="The vendor's home city (2.9: outside it, travel by car)")
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description='Per hospital; the key "*" is the default for sites not listed'
     )

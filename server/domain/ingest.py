@@ -71,7 +71,7 @@ def _incident(s: Session, agent: Agent, ev: IncidentEvent) -> int | None:
         "functions": [f.value for f in ev.functions],
         "title_zh": ev.title_zh,
         "title_en": ev.title_en,
-        "evidence": ev.evidence,
+        "evidence": {**ev.evidence, "drill": True} if ev.drill else ev.evidence,  # a drill's case is marked (2.8)
     }
     return incidents.open_or_update(s, agent.site, agent.id, fields, ev.observed_at).id
 
