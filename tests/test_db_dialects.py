@@ -9,6 +9,7 @@ import pytest
 
 from hisguard.checks.database.dialects.base import Query
 from hisguard.checks.database.dialects.mysql import DIALECT
+from tests.test_db_live import driver
 
 
 class Server:
@@ -22,7 +23,7 @@ class Server:
             description: Any = None
 
             def execute(self, sql: str, params: Any = None) -> None:
-                pymysql = pytest.importorskip("pymysql")
+                pymysql = driver("pymysql")
                 server.sent.append(sql)
                 for word, code in server.refuse.items():
                     if word in sql:

@@ -27,6 +27,7 @@ from hisguard.checks.database.dialects.base import TAG
 from hisguard.checks.database.rebaseline import record
 from hisguard.plan import Scope, Severity, Trigger
 from hisguard.report import IncidentEvent, utcnow
+from tests.test_db_live import driver
 
 DATA = Path(__file__).parent / "data" / "mssql"
 SAMPLE_NAMES = ["HIS", "住院数据库", "odd]name"]
@@ -107,7 +108,7 @@ class RecordedCursor:
 
 
 def mssql_error(number: int, text: str) -> Exception:
-    pymssql = pytest.importorskip("pymssql")
+    pymssql = driver("pymssql")
     return pymssql.OperationalError((number, text.encode()))
 
 
@@ -328,7 +329,7 @@ def test_backup_rules_follow_zabbix_defaults(server, tmp_path: Path) -> None:
 
 
 def test_silent_server_times_out_within_the_deadline_and_threads_never_pile_up(tmp_path: Path) -> None:
-    pytest.importorskip("pymssql")
+    driver("pymssql")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)

@@ -24,6 +24,7 @@ from hisguard.checks.database import Config, probe
 from hisguard.checks.database.dialects.base import TAG
 from hisguard.checks.database.rebaseline import record
 from hisguard.plan import Severity, Trigger
+from tests.test_db_live import driver
 
 DATA = Path(__file__).parent / "data" / "mssql"
 PASSWORD = "门诊-Pw-825"
@@ -251,7 +252,7 @@ PASSWORD_SECRET = Config.model_validate({"dialect": "mssql", "databases": ["x"],
 
 @pytest.fixture(autouse=True)
 def _pymssql() -> None:
-    pytest.importorskip("pymssql")
+    driver("pymssql")
 
 
 def test_real_pymssql_logs_in_and_reads_the_recorded_server(tmp_path: Path) -> None:
