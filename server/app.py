@@ -16,7 +16,7 @@ from hisguard.server.api import cases as cases_api
 from hisguard.server.api import drills as drills_api
 from hisguard.server.api import incidents, interop, metrics, ops, reports
 from hisguard.server.api import reviews as reviews_api
-from hisguard.server.domain import cases, clocks
+from hisguard.server.domain import cases, clocks, history
 from hisguard.server.domain.clocks import Clock, ClockRunner
 from hisguard.server.domain.ingest import raise_silent_agents
 from hisguard.server.notify.dispatcher import Dispatcher
@@ -59,6 +59,7 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
             asyncio.create_task(_watchdog(app)),
             asyncio.create_task(app.state.clock_runner.run()),
             asyncio.create_task(app.state.dispatcher.run()),
+            asyncio.create_task(history.run(app.state.db, settings.history_retention_days, settings.history_interval)),
         ]
         yield
         for task in tasks:
@@ -89,6 +90,10 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
     app.include_router(interop.router, prefix=API_PREFIX)  # Alertmanager / Zabbix webhooks
     app.include_router(drills_api.router, prefix=API_PREFIX)  # drills, training schedule, statistics (2.8)
     app.include_router(reviews_api.router, prefix=API_PREFIX)  # on-site dispatch (2.9), reviews and exports (2.10)
+
+    from hisguard.server.web import mount as mount_console
+
+    mount_console(app)  # the engineers' web console (pages, /static, /events)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""hisguard-server: run, token create."""
+"""hisguard-server: run, token create, user create."""
 
 from __future__ import annotations
 
@@ -103,6 +103,41 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_create(args: argparse.Namespace) -> int:
+    """A web console login; the password comes from a prompt or the first line of --password-file."""
+    import getpass
+
+    from hisguard.report import utcnow
+    from hisguard.server.domain.users import UserError, create_user
+    from hisguard.server.storage.db import Database
+
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").partition("\n")[0].rstrip("\r")
+        except OSError as exc:
+            print(f"--password-file: {exc}", file=sys.stderr)
+            return 2
+    else:
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    settings = _settings(args)
+    db = Database(settings.db_url)
+    db.migrate()
+    try:
+        with db.session() as s:
+            create_user(s, args.name, args.role, password, utcnow(), args.site)
+    except UserError as exc:
+        print(f"user create: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    where = f" at site {args.site}" if args.site else ""
+    print(f"user {args.name} ({args.role}{where}) created")
+    return 0
+
+
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from hisguard.server.domain.tokens import revoke
     from hisguard.server.storage.db import Database
@@ -171,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--db", help="database URL")
     create.add_argument("--config", help="server settings (TOML)")
     create.set_defaults(fn=cmd_token_create)
+
+    user = sub.add_parser("user", help="web console users").add_subparsers(dest="user_cmd", required=True)
+    ucreate = user.add_parser("create", help="create a console login (password prompted or from a file)")
+    ucreate.add_argument("--name", required=True, help="login name")
+    ucreate.add_argument("--role", required=True, choices=["viewer", "engineer", "service_manager", "admin"])
+    ucreate.add_argument("--site", help="a viewer's hospital (viewers see only their own site)")
+    ucreate.add_argument("--password-file", help="read the password from this file's first line")
+    ucreate.add_argument("--db", help="database URL")
+    ucreate.add_argument("--config", help="server settings (TOML)")
+    ucreate.set_defaults(fn=cmd_user_create)
 
     verbs = (("revoke", "revoke an agent's or a person's tokens"), ("rotate", "new agent token, old ones revoked"))
     for verb, what in verbs:

@@ -1,0 +1,442 @@
+"""The console's pages and actions. Reads go through domain/views.py, changes through the domain's
+actions (cases.acknowledge, cases.do_step, …) with the user as a Principal, exactly as the API does."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from hisguard.plan import Severity
+from hisguard.server.api.roles import STAFF
+from hisguard.server.domain import cases, clocks, users, views, workflow
+from hisguard.server.domain.users import Login
+from hisguard.server.storage.db import Database
+from hisguard.server.storage.models import Case
+from hisguard.server.web import charts, i18n
+
+HERE = Path(__file__).parent
+COOKIE = "hg_session"
+PRE_CSRF = "hg_login_csrf"  # double-submit token for the login form (no session yet)
+# Pages run scripts and styles from /static only; nothing inline, nothing from elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+STREAM_SECONDS = 55.0  # an event stream ends after this; the browser reconnects (keeps shutdown prompt)
+POLL_SECONDS = 1.0
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+class NeedLogin(Exception):
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def _login(request: Request) -> Login:
+    """The logged-in user of this request (a redirect to the login page otherwise)."""
+    token = request.cookies.get(COOKIE, "")
+    with _db(request).session() as s:
+        who = users.session_login(s, token, clocks.now()) if token else None
+    if who is None:
+        raise NeedLogin(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    return who
+
+
+def _check_csrf(request: Request, who: Login, token: str) -> None:
+    if not users.same_token(token, who.csrf) or not _same_origin(request):
+        raise HTTPException(403, i18n.t("csrf", who.lang))
+
+
+def _same_origin(request: Request) -> bool:
+    """A cross-site form post carries a foreign Origin (or Referer); refuse it."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200, who: Login | None = None) -> Response:
+    lang = who.lang if who else request.cookies.get("hg_lang", "zh")
+    lang = lang if lang in users.LANGS else "zh"
+    base = {
+        "request": request,
+        "who": who,
+        "lang": lang,
+        "t": lambda key, **kw: i18n.t(key, lang, **kw),
+        "sev": lambda v: i18n.severity(v, lang),
+        "scope": lambda v: i18n.scope(v, lang),
+        "trig": lambda v: i18n.trigger(v, lang),
+        "ev": lambda v: i18n.event(v, lang),
+        "clk": lambda v: i18n.clock(v, lang),
+        "tx": lambda zh, en: zh if lang == "zh" else (en or zh),
+        "is_admin": bool(who and who.role == "admin"),
+        "now": clocks.now(),
+    }
+    resp = templates.TemplateResponse(request, name, {**base, **ctx}, status_code=status)
+    resp.headers.update(PAGE_HEADERS)
+    return resp
+
+
+def _redirect(url: str) -> RedirectResponse:
+    resp = RedirectResponse(url, status_code=303)
+    resp.headers.update(PAGE_HEADERS)
+    return resp
+
+
+def _safe_next(url: str | None) -> str:
+    # Only a path on this server: never an absolute or scheme-relative URL (open redirect).
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return "/"
+    return url
+
+
+# --- login ----------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/", error: str = "") -> Response:
+    token = request.cookies.get(PRE_CSRF) or secrets.token_urlsafe(32)
+    resp = render(request, "login.html", {"next": _safe_next(next), "error": error, "pre_csrf": token})
+    resp.set_cookie(PRE_CSRF, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    return resp
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    name: str = Form(..., max_length=200),
+    password: str = Form(..., max_length=1000),
+    csrf: str = Form(""),
+    next: str = Form("/"),
+) -> Response:
+    if not users.same_token(csrf, request.cookies.get(PRE_CSRF, "")) or not _same_origin(request):
+        return _redirect(f"/login?error=csrf&next={quote(_safe_next(next))}")
+    now = clocks.now()
+    error = ""
+    with _db(request).session() as s:
+        try:
+            user = users.check_password(s, name, password, now)
+        except users.LoginFailed as exc:
+            error = "locked:" + exc.locked_until.strftime("%H:%M UTC") if exc.locked_until else "failed"
+            who = users.principal_of(name[:200], "engineer", None)
+            cases.audit(s, who, "login_failed", now, None, None, locked=bool(exc.locked_until))
+        else:
+            token = users.start_session(s, user, now)
+            cases.audit(s, users.principal_of(user.name, user.role, user.site), "login", now, user.site, None)
+    if error:
+        return _redirect(f"/login?error={quote(error)}&next={quote(_safe_next(next))}")
+    resp = _redirect(_safe_next(next))
+    resp.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(users.SESSION_TTL.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    resp.delete_cookie(PRE_CSRF)
+    return resp
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    who = _login(request)
+    _check_csrf(request, who, csrf)
+    with _db(request).session() as s:
+        users.end_session(s, request.cookies.get(COOKIE, ""))
+    resp = _redirect("/login")
+    resp.delete_cookie(COOKIE, path="/")
+    return resp
+
+
+@router.post("/lang")
+def set_lang(request: Request, lang: str = Form(...), csrf: str = Form(""), next: str = Form("/")) -> Response:
+    who = _login(request)
+    _check_csrf(request, who, csrf)
+    with _db(request).session() as s:
+        try:
+            users.set_lang(s, who.user_id, lang)
+        except users.UserError as exc:
+            raise HTTPException(422, str(exc)) from None
+    return _redirect(_safe_next(next))
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def overview(request: Request) -> Response:
+    who = _login(request)
+    settings = request.app.state.settings
+    now = clocks.now()
+    with _db(request).session() as s:
+        tiles = views.overview(s, who.principal, now, settings)
+    trouble = sum(1 for t in tiles if t.worst)
+    return render(request, "overview.html", {"tiles": tiles, "trouble": trouble, "live": "overview"}, who=who)
+
+
+def _site_or_404(who: Login, site: str) -> None:
+    if not views.may_see(who.principal, site):
+        raise HTTPException(404, "no such site")
+
+
+@router.get("/sites/{site}")
+def site_page(request: Request, site: str) -> Response:
+    who = _login(request)
+    _site_or_404(who, site)
+    settings = request.app.state.settings
+    with _db(request).session() as s:
+        view = views.site_view(s, site, clocks.now(), settings)
+        site_cases = views.site_cases(s, site)
+    zh, en = views.site_names(settings, site)
+    ctx = {"site": site, "site_zh": zh, "site_en": en, "view": view, "cases": site_cases, "live": f"site:{site}"}
+    return render(request, "site.html", ctx, who=who)
+
+
+@router.get("/hosts/{agent_id}")
+def host_page(request: Request, agent_id: int) -> Response:
+    who = _login(request)
+    until = clocks.now()
+    since = until - timedelta(hours=24)
+    with _db(request).session() as s:
+        found = views.agent(s, agent_id)
+        if found is None or not views.may_see(who.principal, found[0].site):
+            raise HTTPException(404, "no such host")
+        agent, status = found
+        history = views.host_history(s, agent_id, since)
+    ymax = {"cpu": 100.0, "memory": 100.0, "disk": 100.0, "ping_loss": 100.0}
+    drawn = {
+        name: charts.line_chart(series, since, until, ymax.get(name)) for name, series in history.items() if series
+    }
+    rows = views._rows(status.snapshot if status else None)
+    ctx = {"agent": agent, "status": status, "charts": drawn, "rows": rows, "live": f"host:{agent_id}"}
+    return render(request, "host.html", ctx, who=who)
+
+
+def _case_for(s: Any, who: Login, case_id: int) -> Case:
+    case = s.get(Case, case_id)
+    if case is None or not views.may_see(who.principal, case.site):
+        raise HTTPException(404, "no such case")
+    return case
+
+
+def _review_links(request: Request, case_id: int) -> list[tuple[str, str]]:
+    """Review and export endpoints of the drills/review feature, where the server has them."""
+    out = []
+    for route in request.app.routes:
+        path = getattr(route, "path", "")
+        methods = getattr(route, "methods", None) or set()
+        if (
+            "GET" in methods
+            and path.startswith("/api/v1/cases/{case_id}/")
+            and any(w in path for w in ("review", "export", "report"))
+        ):
+            out.append((path.rsplit("/", 1)[-1], path.replace("{case_id}", str(case_id))))
+    return out
+
+
+@router.get("/cases/{case_id}")
+def case_page(request: Request, case_id: int, error: str = "") -> Response:
+    who = _login(request)
+    p = who.principal
+    with _db(request).session() as s:
+        case = _case_for(s, who, case_id)
+        data = cases.case_json(s, case, full=True)
+    staff = p.role in STAFF and data["status"] == "open"
+    allowed = {
+        "acknowledge": staff and not data["acknowledged_at"],
+        "activate": staff and data["plan"] is None,
+        "resolve": staff,
+        "raise": staff and data["severity"] != Severity.CRITICAL.value,
+        "reply": p.role in STAFF and data["source"] == "reported" and not data["written_reply_at"],
+    }
+    higher = [sev.value for sev in Severity if sev.rank > Severity(data["severity"]).rank]
+    for step in data["steps"]:
+        step["can"] = step["done_at"] is None and p.role in workflow.MAY_DO.get(step["role"], frozenset())
+    ctx = {
+        "c": data,
+        "allowed": allowed,
+        "higher": higher,
+        "error": error,
+        "review": _review_links(request, case_id),
+        "live": f"case:{case_id}",
+        "plan_steps": [st for st in data["steps"] if st["phase"] != "backfill"],
+        "backfill": [st for st in data["steps"] if st["phase"] == "backfill"],
+    }
+    return render(request, "case.html", ctx, who=who)
+
+
+@router.post("/cases/{case_id}/do")
+def case_action(
+    request: Request,
+    case_id: int,
+    action: str = Form(...),
+    csrf: str = Form(""),
+    step: str = Form("", max_length=200),
+    note: str = Form("", max_length=4000),
+    severity: str = Form(""),
+    reason: str = Form("", max_length=4000),
+    text: str = Form("", max_length=20000),
+) -> Response:
+    who = _login(request)
+    _check_csrf(request, who, csrf)
+    p = who.principal
+    now = clocks.now()
+    error = ""
+    try:
+        with _db(request).session() as s:
+            case = _case_for(s, who, case_id)
+            if action != "step" and p.role not in STAFF:
+                raise HTTPException(403, f"{action} needs the role {' or '.join(STAFF)}")
+            if action == "acknowledge":
+                cases.acknowledge(s, case, p, note.strip() or None, now)
+            elif action == "activate":
+                cases.activate(s, case, p, reason.strip(), now)
+            elif action == "resolve":
+                cases.resolve(s, case, p, note.strip() or None, now)
+            elif action == "raise":
+                try:
+                    level = Severity(severity)
+                except ValueError:
+                    raise cases.CaseError(f"unknown severity {severity!r}", 422) from None
+                cases.raise_severity(s, case, p, level, reason, now)
+            elif action == "reply":
+                if not text.strip():
+                    raise cases.CaseError("the written reply is empty", 422)
+                cases.written_reply(s, case, p, text.strip(), now)
+            elif action == "step":
+                cases.do_step(s, case, p, step, note.strip() or None, now)
+            else:
+                raise HTTPException(422, f"unknown action {action!r}")
+    except cases.CaseError as exc:
+        error = str(exc)
+    suffix = f"?error={quote(error)}" if error else ""
+    return _redirect(f"/cases/{case_id}{suffix}")
+
+
+@router.get("/drills")
+def drills_page(request: Request) -> Response:
+    who = _login(request)
+    p = who.principal
+    with _db(request).session() as s:
+        from sqlalchemy import select
+
+        q = select(Case).where(Case.drill.is_(True)).order_by(Case.reported_at.desc()).limit(200)
+        if (only := views.site_filter(p)) is not None:
+            q = q.where(Case.site == only)
+        drill_cases = list(s.scalars(q))
+        schedule = _drill_schedule(s, only)
+    ctx = {"drill_cases": drill_cases, "schedule": schedule, "live": "drills"}
+    return render(request, "drills.html", ctx, who=who)
+
+
+def _drill_schedule(s: Any, site: str | None) -> list[dict[str, Any]] | None:
+    """Scheduled drills, if the drills feature is installed on this server (None: it is not)."""
+    if importlib.util.find_spec("hisguard.server.domain.drills") is None:
+        return None
+    from hisguard.server.domain import drills  # type: ignore[attr-defined]
+
+    lister = getattr(drills, "schedule_json", None) or getattr(drills, "list_schedules", None)
+    if lister is None:
+        return None
+    try:
+        rows = list(lister(s))
+    except Exception:  # the feature's own query failing must not take the page down
+        return None
+    out = [r if isinstance(r, dict) else {"item": str(r)} for r in rows]
+    return [r for r in out if site is None or r.get("site") in (None, site)]
+
+
+@router.get("/audit")
+def audit_page(request: Request, offset: int = 0) -> Response:
+    who = _login(request)
+    if who.role != "admin":
+        raise HTTPException(403, "the audit log is for admins")
+    with _db(request).session() as s:
+        rows = views.audit_log(s, 200, max(offset, 0))
+    return render(request, "audit.html", {"rows": rows, "offset": offset}, who=who)
+
+
+# --- live updates ---------------------------------------------------------------------------------
+
+
+@router.get("/events")
+async def events(request: Request, page: str = "overview") -> Response:
+    """Server-sent events: `change` whenever what this page shows may have changed."""
+    who = await run_in_threadpool(_login, request)
+    p = who.principal
+    kind, _, arg = page.partition(":")
+    site = arg if kind == "site" and arg else None
+    agent_id = int(arg) if kind == "host" and arg.isdigit() else None
+    if site is not None and not views.may_see(p, site):
+        raise HTTPException(404, "no such site")
+    db = _db(request)
+
+    def snap() -> tuple[Any, ...]:
+        with db.session() as s:
+            return views.fingerprint(s, p, site, agent_id)
+
+    async def stream() -> Any:
+        last = await run_in_threadpool(snap)
+        yield f"retry: 1000\nevent: hello\ndata: {len(last)}\n\n"
+        ends = time.monotonic() + STREAM_SECONDS
+        while time.monotonic() < ends:
+            await asyncio.sleep(POLL_SECONDS)
+            if await request.is_disconnected():
+                return
+            now = await run_in_threadpool(snap)
+            if now != last:
+                last = now
+                yield "event: change\ndata: 1\n\n"
+            else:
+                yield ": keep-alive\n\n"
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.exception_handler(NeedLogin)
+    async def _need_login(request: Request, exc: NeedLogin) -> Response:
+        if request.headers.get("accept", "").startswith("text/event-stream"):
+            return Response(status_code=401)
+        return _redirect(f"/login?next={quote(_safe_next(exc.next_url))}")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        # A person's browser gets a page; the API (and every other client) keeps its JSON errors.
+        page = not request.url.path.startswith(("/api/", "/metrics", "/docs", "/openapi", "/healthz"))
+        if not page or "text/html" not in request.headers.get("accept", ""):
+            return await http_exception_handler(request, exc)
+        return HTMLResponse(
+            templates.get_template("error.html").render(status=exc.status_code, detail=str(exc.detail)),
+            status_code=exc.status_code,
+            headers=PAGE_HEADERS,
+        )
