@@ -29,6 +29,7 @@ log = logging.getLogger("hisguard.snmp.traps")
 
 MAX_SOURCES = 4096  # distinct senders tracked; the rest are counted together
 TICK_S = 2.0
+POLL_GAP = 1.0  # seconds between confirming polls asked by traps
 _DOMAIN = (*udp.DOMAIN_NAME, 162)  # the receiver's own transport, apart from the pollers'
 
 
@@ -87,7 +88,8 @@ class TrapReceiver:
         self.received = self.decoded = self.dropped = 0
         self.transport: _LimitedUdp | None = None
         self.bound: tuple[str, int] | None = None
-        self._poll_asked = False
+        self._last_ask = 0.0
+        self._deferred: asyncio.TimerHandle | None = None
         self.pending: set[tuple[str, str]] = set()
         ctx.memory["snmp-traps"] = self
 
@@ -179,9 +181,19 @@ class TrapReceiver:
         self.pending.clear()
 
     def _ask_poll(self) -> None:
-        if not self._poll_asked:  # one confirming poll per tick, however many traps
-            self._poll_asked = True
-            self.ctx.poll_now()
+        """A confirming poll soon: at most one a POLL_GAP, however many traps, and never lost."""
+        if self._deferred is not None:
+            return
+        wait = self._last_ask + POLL_GAP - time.monotonic()
+        if wait <= 0:
+            self._poll()
+        else:
+            self._deferred = asyncio.get_running_loop().call_later(wait, self._poll)
+
+    def _poll(self) -> None:
+        self._deferred = None
+        self._last_ask = time.monotonic()
+        self.ctx.poll_now()
 
     # -- every tick: storms ----------------------------------------------------------------------
     def storm_observations(self) -> list[Observation]:
@@ -220,7 +232,6 @@ class TrapReceiver:
         return obs
 
     def tick(self) -> None:
-        self._poll_asked = False
         obs = self.storm_observations()
         if any(o.ok is False for o in obs):
             self._ask_poll()
@@ -259,6 +270,8 @@ class TrapReceiver:
         log.info("receiving traps on %s", where)
 
     def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
         with contextlib.suppress(Exception):
             eng = engine()
             self.receiver.close(eng)
