@@ -413,3 +413,18 @@ def test_pymssql_errors_are_classified_by_their_text(number: int, text: bytes, k
     err = mssql.DIALECT.error(mssql_error(number, text.decode()))
     assert err.kind == kind
     assert ("18456" in str(err)) == (kind == "login")
+
+
+def test_uptime_reset_between_rounds_is_a_restart_even_past_the_window(server, tmp_path: Path) -> None:
+    cfg = his_config(restart_window=600)
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    uptime = server["conn"].data["server"]["rows"][0]
+    restart = [o for o in run(cfg, ctx) if o.check == "db.restart"]
+    assert [o.ok for o in restart] == [True]
+    uptime[1] = 3000  # restarted since the last round, longer ago than the window
+    (restart,) = [o for o in run(cfg, ctx) if o.check == "db.restart"]
+    assert (restart.ok, restart.detail["reset"]) == (False, True)
+    (inc,) = [i for i in _classify([restart])]
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT  # capped: it is running again
+    uptime[1] = 3060
+    assert [o.ok for o in run(cfg, ctx) if o.check == "db.restart"] == [True]

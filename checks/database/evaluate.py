@@ -27,7 +27,13 @@ def merged_impact(subsystems: list[Subsystem]) -> Impact:
 
 
 def evaluate(
-    cfg: Config, snap: Snapshot, baseline: Baseline | None, history: RowHistory | None, now: float, server: Impact
+    cfg: Config,
+    snap: Snapshot,
+    baseline: Baseline | None,
+    history: RowHistory | None,
+    now: float,
+    server: Impact,
+    previous_uptime: float | None = None,
 ) -> list[Observation]:
     sid = cfg.server_id
     obs = [
@@ -42,15 +48,17 @@ def evaluate(
         )
     ]
     if snap.server.uptime_s is not None:
+        # Young, or younger than last round (a restart between two rounds further apart than the window).
+        reset = previous_uptime is not None and snap.server.uptime_s < previous_uptime
         obs.append(
             Observation(
                 "db.restart",
                 sid,
-                snap.server.uptime_s >= cfg.restart_window,
+                snap.server.uptime_s >= cfg.restart_window and not reset,
                 server,
                 value=snap.server.uptime_s,
                 name=cfg.server_label,
-                detail={"uptime_s": round(snap.server.uptime_s), "window_s": cfg.restart_window},
+                detail={"uptime_s": round(snap.server.uptime_s), "window_s": cfg.restart_window, "reset": reset},
             )
         )
     obs += _states(cfg, snap, baseline, server)

@@ -66,7 +66,9 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
         raise ProbeError(f"schema baseline unreadable: {exc}") from None
     history = RowHistory(history_path(cfg, ctx.state_dir), cfg.history_hours)
     now = time.time()
-    obs = evaluate(cfg, snap, baseline, history, now, impact)
+    uptime_key = f"uptime:{cfg.server_id}"
+    obs = evaluate(cfg, snap, baseline, history, now, impact, ctx.memory.get(uptime_key))
+    ctx.memory[uptime_key] = snap.server.uptime_s
     for db, counts in snap.rows.items():
         history.add(db, counts, now)
     history.save()
