@@ -32,7 +32,7 @@ PASSWORD = "门诊-Pw-825"
 # Packet types and tokens (MS-TDS 2.2.3, 2.2.7).
 SQL_BATCH, TABULAR, LOGIN7, PRELOGIN, ATTENTION = 0x01, 0x04, 0x10, 0x12, 0x06
 COLMETADATA, ROW, DONE, LOGINACK, ERROR, ENVCHANGE = 0x81, 0xD1, 0xFD, 0xAD, 0xAA, 0xE3
-NVARCHAR, INTN, BITN = 0xE7, 0x26, 0x68
+NVARCHAR, VARCHAR, INTN, BITN = 0xE7, 0xA7, 0x26, 0x68
 COLLATION = bytes([0x04, 0x08, 0xD0, 0x00, 0x00])  # Chinese_PRC_CI_AS (LCID 0x0804), sort id 0
 
 
@@ -51,8 +51,9 @@ def _us_varchar(text: str) -> bytes:
 class TdsResponder:
     """One thread accepting connections on 127.0.0.1, each served in its own thread."""
 
-    def __init__(self, scenario: str) -> None:
+    def __init__(self, scenario: str, varchar: bool = False) -> None:
         self.data = self.load(scenario)
+        self.text_type = VARCHAR if varchar else NVARCHAR  # VARCHAR: GBK bytes under Chinese_PRC_CI_AS
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -215,12 +216,12 @@ class TdsResponder:
             elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 kinds.append(INTN)
             else:
-                kinds.append(NVARCHAR)
+                kinds.append(self.text_type)
         user_type = "<I" if self.version >= 0x72000000 else "<H"
         meta = bytes([COLMETADATA]) + struct.pack("<H", len(columns))
         for name, kind in zip(columns, kinds, strict=True):
             meta += struct.pack(user_type, 0) + struct.pack("<H", 0x0001) + bytes([kind])
-            if kind == NVARCHAR:
+            if kind in (NVARCHAR, VARCHAR):
                 meta += struct.pack("<H", 8000) + COLLATION
             else:
                 meta += bytes([8 if kind == INTN else 1])
@@ -229,8 +230,9 @@ class TdsResponder:
         for row in rows:
             body += bytes([ROW])
             for value, kind in zip(row, kinds, strict=True):
-                if kind == NVARCHAR:
-                    body += b"\xff\xff" if value is None else struct.pack("<H", len(_us(str(value)))) + _us(str(value))
+                if kind in (NVARCHAR, VARCHAR):
+                    raw = None if value is None else (_us(str(value)) if kind == NVARCHAR else str(value).encode("gbk"))
+                    body += b"\xff\xff" if raw is None else struct.pack("<H", len(raw)) + raw
                 elif value is None:
                     body += b"\x00"
                 elif kind == INTN:
@@ -311,3 +313,14 @@ def test_real_pymssql_nothing_listening_is_unreachable_at_once(tmp_path: Path) -
     (inc,) = _classify([obs])
     assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.CRITICAL
     assert "HIS 主数据库 数据库服务无法连接" == inc.title.zh
+
+
+def test_varchar_in_a_chinese_collation_arrives_as_unicode(tmp_path: Path) -> None:
+    # Many HIS databases keep names in varchar under Chinese_PRC_CI_AS (code page 936, GBK bytes on the wire).
+    with TdsResponder("healthy", varchar=True) as server:
+        cfg = his_config(server.port)
+        record(cfg, tmp_path)
+        obs = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
+    assert [o for o in obs if o.ok is False] == []
+    names = {o.name for o in obs if o.check in ("db.state", "db.table")}
+    assert "住院数据库 [ONLINE]" in names and "HIS.dbo.门诊挂号" in names
