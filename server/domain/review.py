@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hisguard.plan import Scope, Severity, Text, Trigger
+from hisguard.plan import BusinessFunction, Scope, Severity, Text, Trigger
 from hisguard.server.domain import cases, dispatch, workflow
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.storage.drill_models import Drill, Review
@@ -85,9 +85,10 @@ def _event_text(e: CaseEvent) -> Text | None:
     if e.kind == "escalation_exhausted":
         return Text("所有梯队均未响应", "No tier acknowledged")
     if e.kind == "continuity":
+        names = [BusinessFunction(f).text for f in d.get("functions", []) if f in BusinessFunction._value2member_map_]
         return Text(
-            f"第 {d.get('phase')} 阶段业务转手工：" + "、".join(d.get("functions", [])),
-            f"Phase {d.get('phase')} functions switch to manual work: " + ", ".join(d.get("functions", [])),
+            f"第 {d.get('phase')} 阶段业务转手工：" + "、".join(t.zh for t in names),
+            f"Phase {d.get('phase')} functions switch to manual work: " + ", ".join(t.en for t in names),
         )
     if e.kind == "severity_raised":
         return Text(
@@ -154,9 +155,11 @@ def timeline(s: Session, case: Case) -> list[Entry]:
             "suppressed": ("维护期未发", "held (maintenance)"),
         }
         zh, en = status.get(n.status, ("待发", "pending"))
+        if n.sent_at:
+            zh, en = f"{zh} {_t(n.sent_at)[11:]}", f"{en} {_t(n.sent_at)[11:]}"
         out.append(
             Entry(
-                n.sent_at or n.created_at,
+                n.created_at,  # when the plan decided to tell; the delivery time follows in the text
                 "notification",
                 Text(
                     f"通知 {n.contact}（{n.channel}）：{n.subject_zh} — {zh}",
@@ -188,8 +191,21 @@ def timeline(s: Session, case: Case) -> list[Entry]:
                     d.arrival_recorded_by,
                 )
             )
-    # Stable sort: same instant keeps the order above (detection before the case opened from it).
-    return sorted(out, key=lambda e: e.at)
+    # At the same instant, cause before effect: a detection (or recovery) before the case's reaction, a clock
+    # before what it set off, notifications last; otherwise the order recorded.
+    return sorted(out, key=lambda e: (e.at, _TIE.get(e.kind, 9)))
+
+
+_TIE = {
+    "detection": 0,
+    "recovery": 1,
+    "clock": 2,
+    "event": 3,
+    "step": 4,
+    "dispatch": 5,
+    "arrival": 6,
+    "notification": 7,
+}
 
 
 def _t(at: datetime | None) -> str:
@@ -411,7 +427,7 @@ def pdf(s: Session, case: Case) -> bytes:
             line = line.replace(mark, "")
         line = line.strip("_") if line.startswith("_") else line
         doc.set_font("cjk", size=size)
-        doc.multi_cell(width, h, line.replace("\\|", "|"), new_x="LMARGIN", new_y="NEXT")
+        doc.multi_cell(width, h, line.replace("\\|", "|"), align="L", new_x="LMARGIN", new_y="NEXT")
     out = io.BytesIO()
     doc.output(out)
     return out.getvalue()
