@@ -154,7 +154,8 @@ def login_submit(
         token,
         max_age=int(users.SESSION_TTL.total_seconds()),
         httponly=True,
-        samesite="strict",
+        # Lax: a link to a case in a WeCom/e-mail message opens logged in; every POST still needs the CSRF token.
+        samesite="lax",
         secure=request.url.scheme == "https",
         path="/",
     )
@@ -244,21 +245,6 @@ def _case_for(s: Any, who: Login, case_id: int) -> Case:
     return case
 
 
-def _review_links(request: Request, case_id: int) -> list[tuple[str, str]]:
-    """Review and export endpoints of the drills/review feature, where the server has them."""
-    out = []
-    for route in request.app.routes:
-        path = getattr(route, "path", "")
-        methods = getattr(route, "methods", None) or set()
-        if (
-            "GET" in methods
-            and path.startswith("/api/v1/cases/{case_id}/")
-            and any(w in path for w in ("review", "export", "report"))
-        ):
-            out.append((path.rsplit("/", 1)[-1], path.replace("{case_id}", str(case_id))))
-    return out
-
-
 @router.get("/cases/{case_id}")
 def case_page(request: Request, case_id: int, error: str = "") -> Response:
     who = _login(request)
@@ -266,6 +252,7 @@ def case_page(request: Request, case_id: int, error: str = "") -> Response:
     with _db(request).session() as s:
         case = _case_for(s, who, case_id)
         data = cases.case_json(s, case, full=True)
+        review_data = _review(s, case) if case.status != "open" else None
     staff = p.role in STAFF and data["status"] == "open"
     allowed = {
         "acknowledge": staff and not data["acknowledged_at"],
@@ -282,7 +269,8 @@ def case_page(request: Request, case_id: int, error: str = "") -> Response:
         "allowed": allowed,
         "higher": higher,
         "error": error,
-        "review": _review_links(request, case_id),
+        "review": review_data,
+        "may_review": p.role in STAFF,
         "live": f"case:{case_id}",
         "plan_steps": [st for st in data["steps"] if st["phase"] != "backfill"],
         "backfill": [st for st in data["steps"] if st["phase"] == "backfill"],
@@ -341,34 +329,80 @@ def case_action(
 @router.get("/drills")
 def drills_page(request: Request) -> Response:
     who = _login(request)
-    p = who.principal
+    only = views.site_filter(who.principal)
+    now = clocks.now()
     with _db(request).session() as s:
-        from sqlalchemy import select
-
-        q = select(Case).where(Case.drill.is_(True)).order_by(Case.reported_at.desc()).limit(200)
-        if (only := views.site_filter(p)) is not None:
-            q = q.where(Case.site == only)
-        drill_cases = list(s.scalars(q))
-        schedule = _drill_schedule(s, only)
-    ctx = {"drill_cases": drill_cases, "schedule": schedule, "live": "drills"}
+        schedule, drill_rows = _drills(s, request.app.state.settings, now, only)
+    ctx = {"schedule": schedule, "drills": drill_rows, "live": "drills"}
     return render(request, "drills.html", ctx, who=who)
 
 
-def _drill_schedule(s: Any, site: str | None) -> list[dict[str, Any]] | None:
-    """Scheduled drills, if the drills feature is installed on this server (None: it is not)."""
+def _drills(s: Any, settings: Any, now: Any, site: str | None) -> tuple[list[Any] | None, list[Any] | None]:
+    """The training/drill schedule and the drills (None, None where the drills feature is not installed)."""
     if importlib.util.find_spec("hisguard.server.domain.drills") is None:
-        return None
-    from hisguard.server.domain import drills  # type: ignore[attr-defined]
+        return None, None
+    from sqlalchemy import select
 
-    lister = getattr(drills, "schedule_json", None) or getattr(drills, "list_schedules", None)
-    if lister is None:
+    from hisguard.server.domain import drills
+    from hisguard.server.storage.drill_models import Drill
+
+    schedule = drills.schedule(s, settings, now, site)
+    q = select(Drill).order_by(Drill.started_at.desc()).limit(100)
+    if site is not None:
+        q = q.where(Drill.site == site)
+    return schedule, [drills.drill_json(s, d, now) for d in s.scalars(q)]
+
+
+def _review(s: Any, case: Case) -> dict[str, Any] | None:
+    if importlib.util.find_spec("hisguard.server.domain.review") is None:
         return None
+    from hisguard.server.domain import review
+
+    data = review.review_json(s, case)
+    data["labels"] = {k: (v.zh, v.en) for k, v in review.FIELDS.items()}
+    return data
+
+
+@router.post("/cases/{case_id}/review")
+async def review_save(request: Request, case_id: int) -> Response:
+    """The review's fields (2.10) from the case page's form; only staff, only after recovery."""
+    form = await request.form()
+    who = await run_in_threadpool(_login, request)
+    _check_csrf(request, who, str(form.get("csrf", "")))
+    if who.principal.role not in STAFF:
+        raise HTTPException(403, "the review is written by the vendor's staff")
+    from hisguard.server.domain import review
+
+    values = {k: str(form[k])[:20000] for k in review.FIELDS if k in form}
+
+    def save() -> str:
+        try:
+            with _db(request).session() as s:
+                review.save(s, _case_for(s, who, case_id), who.principal, values, clocks.now())
+        except review.ReviewError as exc:
+            return str(exc)
+        return ""
+
+    error = await run_in_threadpool(save)
+    return _redirect(f"/cases/{case_id}" + (f"?error={quote(error)}" if error else "#review"))
+
+
+@router.get("/cases/{case_id}/review.{fmt}")
+def review_export(request: Request, case_id: int, fmt: str) -> Response:
+    who = _login(request)
+    if fmt not in ("md", "pdf"):
+        raise HTTPException(404, "export as review.md or review.pdf")
+    from hisguard.server.domain import review
+
     try:
-        rows = list(lister(s))
-    except Exception:  # the feature's own query failing must not take the page down
-        return None
-    out = [r if isinstance(r, dict) else {"item": str(r)} for r in rows]
-    return [r for r in out if site is None or r.get("site") in (None, site)]
+        with _db(request).session() as s:
+            case = _case_for(s, who, case_id)
+            body = review.markdown(s, case).encode() if fmt == "md" else review.pdf(s, case)
+    except review.ReviewError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    media = "text/markdown; charset=utf-8" if fmt == "md" else "application/pdf"
+    disposition = f'attachment; filename="review-{case_id}.{fmt}"'
+    return Response(body, media_type=media, headers={**PAGE_HEADERS, "Content-Disposition": disposition})
 
 
 @router.get("/audit")
