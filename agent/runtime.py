@@ -64,8 +64,10 @@ class Agent:
     async def run_round(self, job: ProbeJob, confirm: bool = True) -> None:
         st = self.status[job.name]
         started = time.monotonic()
+        ctx = self.contexts[job.name]
+        ctx.partial = False
         try:
-            obs = await asyncio.wait_for(job.spec.run(job.config, self.contexts[job.name]), job.config.timeout)
+            obs = await asyncio.wait_for(job.spec.run(job.config, ctx), job.config.timeout)
         except asyncio.TimeoutError:
             self._probe_failed(job, st, f"timed out after {job.config.timeout:g}s", started)
             return
@@ -84,10 +86,11 @@ class Agent:
             cfg = cfg.model_copy(update={"fail_after": 1, "fail_window": 1, "clear_after": 1})
         for o in obs:
             self.debouncer.update(job.name, cfg, o)
-        # Conditions the job no longer reports (a removed target) no longer exist; watched ones persist.
+        # Conditions a complete round no longer reports (a removed target) no longer exist; watched ones persist.
         reported = {(job.name, o.check, o.subject) for o in obs} | self._watched.get(job.name, set())
-        for key in [k for k in self.debouncer.states if k[0] == job.name and k not in reported]:
-            del self.debouncer.states[key]
+        if not ctx.partial:
+            for key in [k for k in self.debouncer.states if k[0] == job.name and k not in reported]:
+                del self.debouncer.states[key]
         self.reconcile()
 
     def emit(self, job: ProbeJob, obs: list[Observation]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from hisguard.checks.base import Impact, Observation, ProbeConfig, ProbeContext, ProbeError, ProbeSpec
+from hisguard.checks.base import Impact, Observation, ProbeBusy, ProbeConfig, ProbeContext, ProbeError, ProbeSpec
 
 PROBES: dict[str, str] = {
     "host": "hisguard.checks.host",
@@ -26,4 +26,14 @@ def load(name: str) -> ProbeSpec:
     return ProbeSpec(name=name, config=module.Config, run=module.probe, watch=getattr(module, "watch", None))
 
 
-__all__ = ["PROBES", "Impact", "Observation", "ProbeConfig", "ProbeContext", "ProbeError", "ProbeSpec", "load"]
+__all__ = [
+    "PROBES",
+    "Impact",
+    "Observation",
+    "ProbeBusy",
+    "ProbeConfig",
+    "ProbeContext",
+    "ProbeError",
+    "ProbeSpec",
+    "load",
+]

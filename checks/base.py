@@ -78,6 +78,10 @@ class ProbeError(Exception):
     """A probe could not observe (bad credentials, garbage answer…): reported, never an incident by itself."""
 
 
+class ProbeBusy(ProbeError):
+    """The previous blocking call under this key is still stuck in its thread."""
+
+
 @dataclass
 class ProbeContext:
     """What the agent lends a probe: where it may keep state, and a guarded thread runner."""
@@ -88,6 +92,13 @@ class ProbeContext:
     memory: dict[str, Any] = field(default_factory=dict)
     # Set by the agent: ask for the scheduled probe to run now (e.g. a trap asks for a confirming poll).
     poll_now: Callable[[], None] = lambda: None
+    partial: bool = False
+
+    def mark_partial(self) -> None:
+        """This round saw only part of what the job watches (e.g. the database did not answer): conditions
+        it did not report keep their state instead of being forgotten."""
+        self.partial = True
+
     _busy: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,7 +110,7 @@ class ProbeContext:
         """
         with self._lock:
             if key in self._busy:
-                raise ProbeError(f"{key}: the previous call has not returned yet")
+                raise ProbeBusy(f"{key}: the previous call has not returned yet")
             self._busy.add(key)
 
         def run() -> Any:

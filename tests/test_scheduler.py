@@ -96,3 +96,21 @@ async def test_watcher_observations_are_classified_at_once_and_survive_rounds(tm
     agent.emit(job, [Observation("ping.reachable", "198.18.9.9", True)])
     assert agent.current_incidents() == [] and agent.store.active() == {}
     agent.store.close()
+
+
+async def test_a_partial_round_keeps_what_it_could_not_see(tmp_path, monkeypatch):
+    monkeypatch.setitem(checks.PROBES, "testprobe", "tests.support.testprobes")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[agent]\nname = "p"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
+        '[[probe.testprobe]]\nmode = "partial"\ninterval = 1\ntimeout = 1\n'
+    )
+    agent = Agent(load_config(path))
+    (job,) = agent.cfg.jobs
+    await agent.run_round(job)
+    assert [i.key for i in agent.current_incidents()] == ["p/host.process/his-appserver"]
+    await agent.run_round(job)  # partial: unknown is not healthy, the incident stays open
+    assert list(agent.store.active()) == ["p/host.process/his-appserver"]
+    await agent.run_round(job)  # a complete round without it: the condition no longer exists
+    assert agent.store.active() == {}
+    agent.store.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from hisguard.checks.base import Impact, Observation, ProbeContext, ProbeError
+from hisguard.checks.base import Impact, Observation, ProbeBusy, ProbeContext, ProbeError
 from hisguard.checks.database.baseline import Baseline, RowHistory, baseline_path, history_path
 from hisguard.checks.database.collect import Snapshot, collect
 from hisguard.checks.database.config import Config
@@ -50,15 +50,16 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
     try:
         snap = await read(cfg, ctx)
     except asyncio.TimeoutError:
+        ctx.mark_partial()  # tables, states and counts are unknown, not healthy
         return [_unreachable(cfg, impact, "timeout", f"no answer within {cfg.round_deadline:g}s")]
-    except ProbeError as exc:
-        if "has not returned yet" not in str(exc):
-            raise
+    except ProbeBusy:
+        ctx.mark_partial()
         return [_unreachable(cfg, impact, "timeout", "still waiting for the previous round's call (server hung)")]
     except DbError as exc:
         message = f"{cfg.server_label}: {exc}"
         if exc.kind == "query" or (exc.kind == "login" and cfg.login_failure == "probe_error"):
             raise ProbeError(message) from None
+        ctx.mark_partial()
         return [_unreachable(cfg, impact, exc.kind, message)]
     try:
         baseline = Baseline.load(baseline_path(cfg, ctx.state_dir))

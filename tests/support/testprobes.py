@@ -15,7 +15,7 @@ RELEASE = threading.Event()
 
 
 class Config(ProbeConfig):
-    mode: str = Field("tick", pattern="^(tick|hang|hang_thread|crash)$")
+    mode: str = Field("tick", pattern="^(tick|hang|hang_thread|crash|partial)$")
 
 
 def _block() -> None:
@@ -29,5 +29,13 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
         await ctx.blocking("stuck", _block)
     if cfg.mode == "crash":
         raise RuntimeError("probe bug")
+    if cfg.mode == "partial":
+        # Round 1 sees a table missing; round 2 cannot reach the server; round 3 sees the table gone from config.
+        n = ctx.memory["n"] = ctx.memory.get("n", 0) + 1
+        if n == 1:
+            return [Observation("host.process", "his-appserver", False)]
+        if n == 2:
+            ctx.mark_partial()
+        return []
     RUNS.append(time.monotonic())
     return [Observation("test.tick", "t", True, value=float(len(RUNS)))]
