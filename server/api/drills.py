@@ -149,7 +149,7 @@ def get_stats(
 ) -> dict[str, Any]:
     site = _site_for(who, site)
     now = clocks.now()
-    end = end or now
+    end = end or now + timedelta(seconds=1)  # up to now, including what was recorded this second
     start = start or end - timedelta(days=365)
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "from and to need a time zone (e.g. 2026-01-01T00:00:00+08:00)")
