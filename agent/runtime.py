@@ -21,6 +21,7 @@ from hisguard.checks.base import Impact, Observation, ProbeContext, ProbeError
 from hisguard.report import Heartbeat, IncidentEvent, utcnow
 
 log = logging.getLogger("hisguard.agent")
+MAX_SNAPSHOT_ROWS = 2000  # keeps a heartbeat under ~200 KB however much a probe watches
 
 
 @dataclass
@@ -187,7 +188,13 @@ class Agent:
                 if (rtt := o.detail.get("rtt_avg_ms")) is not None:
                     row["rtt_ms"] = round(rtt, 3)
                 observations.append(row)
-        return {"version": __version__, "probes": probes, "observations": observations, "backlog": self.store.backlog()}
+        snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
+        if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows
+            observations.sort(key=lambda r: r["ok"] is not False)
+            snap["truncated"] = len(observations) - MAX_SNAPSHOT_ROWS
+            observations = observations[:MAX_SNAPSHOT_ROWS]
+        snap["observations"] = observations
+        return snap
 
     def enqueue_heartbeat(self) -> None:
         hb = Heartbeat(
