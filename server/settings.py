@@ -163,7 +163,6 @@ class ServerSettings(BaseModel):
     # Virus outbreak (server/domain/outbreak.py): this many hosts of one site with detections within the window.
     outbreak_hosts: int = Field(3, ge=2, le=10000, description="Hosts with detections that make an outbreak")
     outbreak_window_min: float = Field(10.0, gt=0, le=1440, description="Minutes those detections fall within")
-    vendor_city: str | None = Field(None, description="The vendor's home city (2.9: outside it, travel by car)")
     # Probe history for the console's charts (server/domain/history.py): 5-minute averages after a day.
     history_retention_days: float = Field(30.0, gt=0, le=3650, description="Days of health samples kept")
     history_interval: float = Field(600.0, gt=0, le=86400, description="Seconds between history compactions")
