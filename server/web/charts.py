@@ -24,7 +24,7 @@ class Chart:
     lines: tuple[Line, ...]
     ymax: float
     yticks: tuple[tuple[float, str], ...]  # (y pixel, label)
-    xticks: tuple[tuple[float, str], ...]
+    xticks: tuple[tuple[float, str, str], ...]  # (x pixel, label, ISO time for the browser's local clock)
     width: int = W
     height: int = H
 
@@ -70,5 +70,5 @@ def line_chart(
     xticks = []
     for k in range(5):
         at = since + (until - since) * (k / 4)
-        xticks.append((x(at), at.strftime("%H:%M") if hours <= 48 else at.strftime("%m-%d")))
+        xticks.append((x(at), at.strftime("%H:%M") if hours <= 48 else at.strftime("%m-%d"), at.isoformat()))
     return Chart(tuple(lines), top, yticks, tuple(xticks))

@@ -272,7 +272,9 @@ def case_page(request: Request, case_id: int, error: str = "") -> Response:
         "review": review_data,
         "may_review": p.role in STAFF,
         "live": f"case:{case_id}",
-        "plan_steps": [st for st in data["steps"] if st["phase"] != "backfill"],
+        "activation_steps": [st for st in data["steps"] if st["phase"] == "activation"],
+        "trigger_steps": [st for st in data["steps"] if st["phase"] == "trigger"],
+        "step_text": {st["key"]: st["text"] for st in data["steps"]},
         "backfill": [st for st in data["steps"] if st["phase"] == "backfill"],
     }
     return render(request, "case.html", ctx, who=who)

@@ -27,6 +27,11 @@
         els[i].title = d.toString();
       }
     }
+    var ticks = root.querySelectorAll("text[data-hm]");
+    for (var j = 0; j < ticks.length; j++) {
+      var at = new Date(ticks[j].getAttribute("data-hm"));
+      if (!isNaN(at)) { ticks[j].textContent = pad(at.getHours()) + ":" + pad(at.getMinutes()); }
+    }
   }
 
   var busy = false, again = false;
