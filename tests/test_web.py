@@ -242,6 +242,8 @@ def test_charts_draw_the_stored_history(console: Console) -> None:
     assert ys == sorted(ys, reverse=True)
     steps = [round(a - b, 1) for a, b in itertools.pairwise(ys)]
     assert max(steps) - min(steps) <= 0.2
+    # The last heartbeat is 15 minutes old (interval 30 s): the tile counts the agent silent.
+    assert re.search(r'data-site="renmin".*?<b class="silent">1 ', c.get("/").text, re.S)
     site = c.get("/sites/renmin").text
     assert 'class="port down" title="Gi1/0/2"' in site and 'class="port up" title="Gi1/0/1"' in site
     assert "av.protection" in site and "db.connect" in site
@@ -286,9 +288,8 @@ def test_event_stream_announces_a_change(console: Console) -> None:
 def test_drills_page_shows_the_schedule(console: Console) -> None:
     console.report("renmin", "his-db1", [heartbeat(utcnow(), 1.0, 1.0)])
     page = console.login("eng").get("/drills").text
-    assert 'id="schedule"' in page or 'id="no-drills"' in page
-    if 'id="schedule"' in page:
-        assert "/sites/renmin" in page
+    assert 'id="schedule"' in page and "/sites/renmin" in page
+    assert "/sites/zhongyi" not in console.login("renmin-it").get("/drills").text
 
 
 def test_review_fields_and_exports_after_recovery(console: Console) -> None:
