@@ -7,6 +7,7 @@ embeds a CJK font found on the machine and refuses (with the reason) rather than
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -361,7 +362,11 @@ def _collection_index(path: Path) -> tuple[int, Any]:
 
 def find_cjk_font() -> CjkFont:
     """A font that draws Chinese: HISGUARD_CJK_FONT, else the usual Debian locations. FontMissing if none."""
-    env = os.environ.get("HISGUARD_CJK_FONT")
+    return _find_cjk_font(os.environ.get("HISGUARD_CJK_FONT"))
+
+
+@functools.lru_cache(maxsize=8)
+def _find_cjk_font(env: str | None) -> CjkFont:  # cached: reading a CJK collection's glyph map takes a second
     candidates = [Path(env)] if env else [Path(p) for p in CJK_FONTS]
     tried = []
     for path in candidates:
