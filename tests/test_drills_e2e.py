@@ -173,3 +173,42 @@ def test_drill_from_the_agent_cli_through_delivery_activation_notifications_and_
         assert eng.get("/stats", site=SITE)["sites"][0]["cases"] == 0
     finally:
         srv.stop()
+
+
+def test_drill_sent_while_the_server_is_down_waits_in_the_outbox_and_is_delivered_later(
+    smtp: SmtpSink, http: HttpSink, tmp_path: Path
+) -> None:
+    from hisguard.agent.store import StateStore
+
+    srv = ServerProc(tmp_path / "server", extra_config=_server_config(smtp, http))
+    cfg = _agent(srv, tmp_path)
+    out = _agent_cli(cfg, "--trigger", "3")
+    assert out.returncode == 1 and "kept in the outbox" in out.stdout
+    store = StateStore(cfg.parent / "state" / "agent.sqlite3")
+    assert store.backlog() == 1 and store.peek(1)[0].body["drill"] is True
+    store.close()
+    again = _agent_cli(cfg, "--trigger", "3")
+    assert again.returncode == 2 and "already open" in again.stdout
+
+    srv.start()
+    try:
+        # The agent's next delivery (here `hisguard-agent once`) sends what waited in the outbox.
+        once = subprocess.run(
+            [sys.executable, "-m", "hisguard.agent.cli", "once", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cfg.parent,
+        )
+        assert "delivered: 2 reports" in once.stdout, once.stdout + once.stderr  # the drill and a heartbeat
+        eng = Api(srv, srv.engineer_token)
+        (case,) = eng.get("/cases")
+        assert case["drill"] and case["trigger"] == 3 and case["status"] == "open"
+        assert case["plan"] is not None  # database trigger, whole hospital: critical, the plan started
+        out = _agent_cli(cfg, "--trigger", "3", "--end")
+        assert out.returncode == 0 and "(1 reports)" in out.stdout, out.stdout + out.stderr
+        wait_until(lambda: eng.get(f"/cases/{case['id']}")["status"] == "resolved", 10, what="recovered")
+        assert eng.get("/stats", site=SITE)["sites"][0]["cases"] == 0
+        assert _agent_cli(cfg, "--trigger", "3", "--end").returncode == 2  # nothing open any more
+    finally:
+        srv.stop()
