@@ -87,22 +87,34 @@ def claim_receipts(s: Session, agent_id: int, ids: Iterable[str], now: datetime)
     if not unique:
         return set()
     rows = [{"id": i, "agent_id": agent_id, "received_at": now} for i in unique]
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(Receipt).values(rows).on_conflict_do_nothing(index_elements=["id"])
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(Receipt).values(rows).on_conflict_do_nothing(index_elements=["id"])
-    else:  # other backends: look, then insert (the primary key still refuses a doubled id)
+    stmt = _claim_statement(s.get_bind().dialect.name)
+    if stmt is None:  # other backends: look, then insert (the primary key still refuses a doubled id)
         seen = set(s.scalars(select(Receipt.id).where(Receipt.id.in_(unique))))
         fresh = [r for r in rows if r["id"] not in seen]
         if fresh:
             s.execute(Receipt.__table__.insert(), fresh)
         return {r["id"] for r in fresh}
-    return set(s.scalars(stmt.returning(Receipt.id)))
+    # executemany of one cached statement (SQLAlchemy sends it as a multi-row INSERT … RETURNING)
+    return set(s.execute(stmt, rows).scalars())
+
+
+_CLAIM: dict[str, Any] = {}
+
+
+def _claim_statement(dialect: str) -> Any:
+    if dialect not in _CLAIM:
+        from hisguard.server.storage.models import Receipt
+
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            return None
+        _CLAIM[dialect] = (
+            insert(Receipt.__table__).on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.__table__.c.id)
+        )
+    return _CLAIM[dialect]
 
 
 class Database:
