@@ -314,3 +314,11 @@ def test_agent_without_the_snmp_extra_gets_a_probe_error_saying_how_to_install_i
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "核心交换机" in out and "pip install 'hisguard[snmp]'" in out
+
+
+async def test_a_device_that_cannot_be_read_marks_the_round_partial(sim, tmp_path):
+    c = ctx(tmp_path)
+    await probe(Config(devices=[dev(sim, "access")]), c)
+    assert not c.partial
+    await probe(Config(devices=[dev(sim, "access"), dev(sim, "gone", retries=0, timeout=0.5)]), c)
+    assert c.partial  # the agent keeps the unread device's conditions as they were

@@ -576,6 +576,9 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
             )
         else:
             obs += res
+    # A device we could not read this round: its other conditions are unknown, not healthy.
+    if errors or any(o.check in ("snmp.reachable", "snmp.agent") and o.ok is False for o in obs):
+        ctx.mark_partial()
     receiver = ctx.memory.get("snmp-traps")
     if receiver is not None:  # trap-only conditions are reported every round like the others
         obs += receiver.storm_observations()
