@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hisguard.server.app import create_app
 
     settings = _settings(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(logging, getattr(args, "log_level", None) or "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from hisguard.server.domain.workflow import PlanTextError
 
     try:
@@ -66,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        log_level="warning",
+        log_level="debug" if level == logging.DEBUG else "warning",
         access_log=False,  # request lines could carry tokens in query strings: never logged
         ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
         ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="server settings (TOML)")
     run.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve https")
     run.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     run.set_defaults(fn=cmd_run)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
