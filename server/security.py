@@ -55,10 +55,6 @@ class TokenBuckets:
             return wait
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class EdgeMiddleware:
     """Pure ASGI (streams the body, so a chunked request is cut off at the limit too)."""
 
@@ -86,21 +82,31 @@ class EdgeMiddleware:
         tls = scope.get("scheme") == "https"
         csp = not scope["path"].startswith(CSP_EXEMPT)
         received = 0
-        started = False
+        too_large = False
+        replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _TooLarge
+                    # Stop reading here; whatever the app answers to the cut body becomes a 413.
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
         async def secured_send(message: Message) -> None:
-            nonlocal started
+            nonlocal replaced
+            if replaced:
+                return
+            if too_large and message["type"] == "http.response.start":
+                replaced = True
+                await _reply(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                return
             if message["type"] == "http.response.start":
-                started = True
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in HEADERS.items() if k not in present]
                 if csp and b"content-security-policy" not in present:
@@ -112,11 +118,7 @@ class EdgeMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, secured_send)
-        except _TooLarge:
-            if not started:
-                await _reply(send, 413, {"detail": f"request body over {self.limit} bytes"})
+        await self.app(scope, limited_receive, secured_send)
 
 
 async def _reply(send: Send, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:

@@ -35,7 +35,10 @@ def post_reports(
     for attempt in range(ATTEMPTS):
         try:
             with db.write_session() as s:
-                stored, duplicates, _ = apply_batch(s, who, batch)
+                stored, duplicates, touched = apply_batch(s, who, batch)
+            log.debug(
+                "agent %s/%s: %d items, %d repeats, incidents %s", who.site, who.name, len(stored), duplicates, touched
+            )
             return BatchAccepted(stored=stored, duplicates=duplicates)
         except WrongAgent as exc:
             raise HTTPException(403, str(exc)) from None
