@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import secrets
+import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from hisguard.plan import Severity
 from hisguard.server.api.roles import STAFF
 from hisguard.server.domain import cases, clocks, users, views, workflow
+from hisguard.server.domain.tokens import Principal
 from hisguard.server.domain.users import Login
 from hisguard.server.storage.db import Database
 from hisguard.server.storage.models import Case
@@ -39,7 +42,7 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
-STREAM_SECONDS = 55.0  # an event stream ends after this; the browser reconnects (keeps shutdown prompt)
+STREAM_SECONDS = 30.0  # an event stream ends after this; the browser reconnects (keeps shutdown prompt)
 POLL_SECONDS = 1.0
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -75,7 +78,9 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    # Behind a reverse proxy the Host may be the upstream's; the proxy's X-Forwarded-Host is the public one.
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")} - {""}
+    return urlsplit(origin).netloc in hosts
 
 
 def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200, who: Login | None = None) -> Response:
@@ -141,7 +146,8 @@ def login_submit(
             user = users.check_password(s, name, password, now)
         except users.LoginFailed as exc:
             error = "locked:" + exc.locked_until.strftime("%H:%M UTC") if exc.locked_until else "failed"
-            who = users.principal_of(name[:200], "engineer", None)
+            # Whoever tried: no role is known until the password is right.
+            who = Principal("engineer", name[:200], None, None, 0, "anonymous")
             cases.audit(s, who, "login_failed", now, None, None, locked=bool(exc.locked_until))
         else:
             token = users.start_session(s, user, now)
@@ -169,6 +175,7 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
     _check_csrf(request, who, csrf)
     with _db(request).session() as s:
         users.end_session(s, request.cookies.get(COOKIE, ""))
+        cases.audit(s, who.principal, "logout", clocks.now(), who.site, None)
     resp = _redirect("/login")
     resp.delete_cookie(COOKIE, path="/")
     return resp
@@ -419,6 +426,27 @@ def audit_page(request: Request, offset: int = 0) -> Response:
 
 # --- live updates ---------------------------------------------------------------------------------
 
+_stopping = threading.Event()
+
+
+def _watch_shutdown() -> None:
+    """End event streams as soon as the server is told to stop: the server waits for open responses
+    before it exits, and a stream would otherwise hold a restart up for its whole lifetime."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals are the main thread's (a test client's app has none to watch)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prev = signal.getsignal(sig)
+        if getattr(prev, "_hisguard_web", False):
+            continue
+
+        def handler(signum: int, frame: Any, prev: Any = prev) -> None:
+            _stopping.set()
+            if callable(prev):
+                prev(signum, frame)
+
+        handler._hisguard_web = True  # type: ignore[attr-defined]
+        signal.signal(sig, handler)
+
 
 @router.get("/events")
 async def events(request: Request, page: str = "overview") -> Response:
@@ -431,6 +459,7 @@ async def events(request: Request, page: str = "overview") -> Response:
     if site is not None and not views.may_see(p, site):
         raise HTTPException(404, "no such site")
     db = _db(request)
+    _watch_shutdown()
 
     def snap() -> tuple[Any, ...]:
         with db.session() as s:
@@ -440,7 +469,7 @@ async def events(request: Request, page: str = "overview") -> Response:
         last = await run_in_threadpool(snap)
         yield f"retry: 1000\nevent: hello\ndata: {len(last)}\n\n"
         ends = time.monotonic() + STREAM_SECONDS
-        while time.monotonic() < ends:
+        while time.monotonic() < ends and not _stopping.is_set():
             await asyncio.sleep(POLL_SECONDS)
             if await request.is_disconnected():
                 return
