@@ -5,6 +5,10 @@ Screenshots of the main pages go to test-artifacts/web/ (not committed).
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -228,3 +232,36 @@ def test_console_end_to_end(server: ServerProc, browser: Browser) -> None:
     phone.goto(f"{server.url}/hosts/1")
     assert no_horizontal_scroll(phone)
     shot(phone, "phone-host")
+
+
+def test_an_open_event_stream_does_not_hold_up_a_restart(tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path / "server")
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD, encoding="utf-8")
+    srv.cli("user", "create", "--name", "eng", "--role", "engineer", "--password-file", str(pw))
+    srv.start()
+    try:
+        client = httpx.Client(base_url=srv.url, timeout=30)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"name": "eng", "password": PASSWORD, "csrf": csrf})
+        hello = threading.Event()
+
+        def listen() -> None:
+            try:
+                with client.stream("GET", "/events?page=overview") as r:
+                    for line in r.iter_lines():
+                        if line.startswith("event: hello"):
+                            hello.set()
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=listen, daemon=True).start()
+        assert hello.wait(10)
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            srv.proc.wait(10)  # a stream lasts 30 s: the server must not wait for it
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server waited for an open event stream before stopping")
+    finally:
+        srv.stop()
