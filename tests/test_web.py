@@ -312,3 +312,10 @@ def test_api_tokens_keep_working_beside_sessions(console: Console) -> None:
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/json")
     c = console.login("mgr")  # a session cookie is no API credential
     assert c.get("/api/v1/cases").status_code == 401
+
+
+def test_login_page_language_choice_before_login(console: Console) -> None:
+    c = console.browser()
+    assert "登录" in c.get("/login").text
+    assert "Log in" in c.get("/login?lang=en").text
+    assert "Log in" in c.get("/login").text  # remembered in a cookie until someone logs in

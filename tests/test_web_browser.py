@@ -222,6 +222,7 @@ def test_console_end_to_end(server: ServerProc, browser: Browser) -> None:
     eng.wait_for_selector("text=HIS emergency console")
     again = login(browser, server, "eng")
     assert again.locator("header .brand").inner_text() == "HIS emergency console"
+    shot(again, "overview-en")
 
     # A phone: 375 px wide, no horizontal scroll on the main pages.
     phone = login(browser, server, "mgr", viewport={"width": 375, "height": 812}, device_scale_factor=2)

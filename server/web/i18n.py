@@ -106,7 +106,7 @@ UI: dict[str, Text] = {
     "up": Text("正常", "up"),
     "channel": Text("渠道", "Channel"),
     "contact": Text("联系人", "Contact"),
-    "sites_with_trouble": Text("有故障的医院", "sites in trouble"),
+    "site_count": Text("{n} 家医院 · {m} 家有故障", "{n} sites · {m} in trouble"),
     "events_opened": Text("立案", "opened"),
 }
 

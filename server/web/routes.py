@@ -83,8 +83,15 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc in hosts
 
 
-def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200, who: Login | None = None) -> Response:
-    lang = who.lang if who else request.cookies.get("hg_lang", "zh")
+def render(
+    request: Request,
+    name: str,
+    ctx: dict[str, Any],
+    status: int = 200,
+    who: Login | None = None,
+    lang: str | None = None,
+) -> Response:
+    lang = lang or (who.lang if who else request.cookies.get("hg_lang", "zh"))
     lang = lang if lang in users.LANGS else "zh"
     base = {
         "request": request,
@@ -122,10 +129,14 @@ def _safe_next(url: str | None) -> str:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "/", error: str = "") -> Response:
+def login_page(request: Request, next: str = "/", error: str = "", lang: str = "") -> Response:
     token = request.cookies.get(PRE_CSRF) or secrets.token_urlsafe(32)
-    resp = render(request, "login.html", {"next": _safe_next(next), "error": error, "pre_csrf": token})
+    ctx = {"next": _safe_next(next), "error": error, "pre_csrf": token}
+    # Before login the language choice lives in a cookie; after, on the user.
+    resp = render(request, "login.html", ctx, lang=lang if lang in users.LANGS else None)
     resp.set_cookie(PRE_CSRF, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    if lang in users.LANGS:
+        resp.set_cookie("hg_lang", lang, max_age=365 * 86400, samesite="lax", secure=request.url.scheme == "https")
     return resp
 
 
