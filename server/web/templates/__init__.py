@@ -1,0 +1,1 @@
+"""Page templates (a package so they ship in the wheel)."""
