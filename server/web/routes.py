@@ -438,6 +438,7 @@ def audit_page(request: Request, offset: int = 0) -> Response:
 # --- live updates ---------------------------------------------------------------------------------
 
 _stopping = threading.Event()
+_fingerprints: dict[tuple[Any, ...], tuple[float, tuple[Any, ...]]] = {}
 
 
 def _watch_shutdown() -> None:
@@ -472,9 +473,17 @@ async def events(request: Request, page: str = "overview") -> Response:
     db = _db(request)
     _watch_shutdown()
 
+    key = (id(db), views.site_filter(p), site, agent_id)
+
     def snap() -> tuple[Any, ...]:
+        # Every open page of the same view shares one query a poll interval.
+        cached = _fingerprints.get(key)
+        if cached is not None and time.monotonic() - cached[0] < POLL_SECONDS * 0.9:
+            return cached[1]
         with db.session() as s:
-            return views.fingerprint(s, p, site, agent_id)
+            value = views.fingerprint(s, p, site, agent_id)
+        _fingerprints[key] = (time.monotonic(), value)
+        return value
 
     async def stream() -> Any:
         last = await run_in_threadpool(snap)
