@@ -30,6 +30,7 @@ HEADERS = {
 }
 CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 HSTS = b"max-age=31536000"
+MAX_ID = 2**63 - 1
 # The interactive API docs load their scripts from a CDN; a strict CSP would blank them.
 CSP_EXEMPT = ("/docs", "/redoc")
 
@@ -66,6 +67,9 @@ class EdgeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if any(len(part) > 18 and part.isdigit() and int(part) > MAX_ID for part in scope["path"].split("/")):
+            await _reply(send, 404, {"detail": "no such object (ids are 64-bit)"})  # no database could hold it
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"")
@@ -134,6 +138,12 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
     return JSONResponse({"detail": "storage unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number no database column holds (a query parameter of 10**30): the request is wrong, not the server.
+    return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
+
+
 def install(app: FastAPI, settings: SecuritySettings) -> None:
     app.add_middleware(EdgeMiddleware, settings=settings)
     app.add_exception_handler(DBAPIError, _storage_unavailable)
+    app.add_exception_handler(OverflowError, _out_of_range)
