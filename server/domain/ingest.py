@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
 from hisguard.server.domain import cases, clocks, incidents, outbreak
 from hisguard.server.domain.tokens import Principal
-from hisguard.server.storage.db import claim_receipts
-from hisguard.server.storage.models import Agent, AgentStatus, HealthSample
+from hisguard.server.storage.db import claim_receipts, upsert_status
+from hisguard.server.storage.models import Agent, HealthSample, Incident
 
 SILENT_KEY = "agent-silent/{agent}"
 SILENT_TITLE = Text("监测代理 {agent} 失联：服务器宕机或网络中断", "Agent {agent} is silent: server down or cut off")
@@ -52,7 +52,9 @@ def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[st
     touched.extend(outbreak.correlate(s, agent.site, touched))  # many hosts infected at once: trigger 5
     # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
     # Keep this last: incidents opened by server-side correlation above are picked up as unlinked.
-    cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
+    if touched or any(isinstance(item, IncidentEvent) for item in batch.items):
+        # (A batch of heartbeats that changed no incident has nothing for the plan: skip the queries.)
+        cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
     return ids, duplicates, touched
 
 
@@ -96,15 +98,26 @@ def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> int | 
         agent.department = hb.department
         agent.hospital_critical = hb.hospital_critical
         agent.version = str(hb.snapshot.get("version", agent.version or ""))[:50] or agent.version
-        status = s.get(AgentStatus, agent.id)
-        if status is None:
-            s.add(AgentStatus(agent_id=agent.id, at=hb.observed_at, snapshot=hb.snapshot))
-        else:
-            status.at, status.snapshot = hb.observed_at, hb.snapshot
-    s.add(HealthSample(agent_id=agent.id, at=hb.observed_at, data=_compact(hb.snapshot)))
-    # The agent speaks again: a silence incident about it is over.
-    inc = incidents.resolve(s, agent.site, SILENT_KEY.format(agent=agent.name), now)
+        upsert_status(s, agent.id, hb.observed_at, hb.snapshot)  # one statement, only the status row
+    s.execute(HEALTH_INSERT, {"agent_id": agent.id, "at": hb.observed_at, "data": _compact(hb.snapshot)})
+    # The agent speaks again: a silence incident about it is over (looked up by the partial unique index).
+    key = SILENT_KEY.format(agent=agent.name)
+    if s.execute(_SILENT_OPEN, {"site": agent.site, "key": key}).first() is None:
+        return None
+    inc = incidents.resolve(s, agent.site, key, now)
     return inc.id if inc is not None else None
+
+
+HEALTH_INSERT = HealthSample.__table__.insert()
+_SILENT_OPEN = (
+    select(Incident.__table__.c.id)
+    .where(
+        Incident.__table__.c.site == bindparam("site"),
+        Incident.__table__.c.key == bindparam("key"),
+        Incident.__table__.c.status == "open",
+    )
+    .limit(1)
+)
 
 
 def raise_silent_agents(

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hisguard.report import utcnow
@@ -65,8 +65,14 @@ def create_engineer_token(s: Session, name: str, role: str = "engineer", site: s
     return token
 
 
+_LOOKUP = select(Token.kind, Token.name, Token.site, Token.agent_id, Token.id, Token.role).where(
+    Token.token_hash == bindparam("h"), Token.revoked_at.is_(None)
+)
+
+
 def authenticate(s: Session, token: str) -> Principal | None:
-    row = s.scalar(select(Token).where(Token.token_hash == digest(token), Token.revoked_at.is_(None)))
+    # Columns, not the entity: this runs on every request.
+    row = s.execute(_LOOKUP, {"h": digest(token)}).first()
     if row is None:
         return None
     role = "agent" if row.kind == "agent" else (row.role or "engineer")

@@ -98,6 +98,35 @@ def claim_receipts(s: Session, agent_id: int, ids: Iterable[str], now: datetime)
     return set(s.execute(stmt, rows).scalars())
 
 
+def upsert_status(s: Session, agent_id: int, at: datetime, snapshot: dict[str, Any]) -> None:
+    """The agent's latest health snapshot: insert or replace its one row (never older over newer)."""
+    from hisguard.server.storage.models import AgentStatus
+
+    dialect = s.get_bind().dialect.name
+    stmt = _UPSERT.get(dialect)
+    if stmt is None and dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = AgentStatus.__table__
+        ins = insert(table)
+        stmt = _UPSERT[dialect] = ins.on_conflict_do_update(
+            index_elements=["agent_id"],
+            set_={"at": ins.excluded.at, "snapshot": ins.excluded.snapshot},
+            where=table.c.at <= ins.excluded.at,
+        )
+    if stmt is not None:
+        s.execute(stmt, {"agent_id": agent_id, "at": at, "snapshot": snapshot})
+        return
+    row = s.get(AgentStatus, agent_id)
+    if row is None:
+        s.add(AgentStatus(agent_id=agent_id, at=at, snapshot=snapshot))
+    elif row.at <= at:
+        row.at, row.snapshot = at, snapshot
+
+
+_UPSERT: dict[str, Any] = {}
 _CLAIM: dict[str, Any] = {}
 
 
