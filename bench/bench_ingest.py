@@ -258,6 +258,44 @@ async def generate(args: argparse.Namespace, agents_conf: list[dict[str, str]]) 
     }
 
 
+async def saturate(args: argparse.Namespace, agents_conf: list[dict[str, str]]) -> dict[str, Any]:
+    """Closed loop: `--closed` senders post back to back for the measured seconds, each report from the
+    next agent in turn (its heartbeat, or an incident at the set share), one report a POST."""
+    targets = [(h, int(p)) for h, p in (t.rsplit(":", 1) for t in args.target.split(","))]
+    conns = [Conn(*targets[i % len(targets)]) for i in range(args.closed)]
+    latency: list[float] = []
+    errors: dict[int, int] = {}
+    counter = iter(range(10**9))
+    loop = asyncio.get_running_loop()
+    measure_from = loop.time() + args.warmup
+    end = measure_from + args.seconds
+    rng = random.Random(1)
+
+    async def sender(conn: Conn) -> None:
+        while (now := loop.time()) < end:
+            n = next(counter)
+            agent = agents_conf[n % len(agents_conf)]
+            item = _item("incident" if rng.random() < args.incident_share else "heartbeat", n)
+            if args.naive:
+                status, _ = await conn.post("/report", agent["token"], json.dumps(item).encode())
+            else:
+                body = {"agent": agent["name"], "version": "bench", "items": [item]}
+                status, _ = await conn.post("/api/v1/reports", agent["token"], json.dumps(body).encode())
+            if status != 200:
+                errors[status] = errors.get(status, 0) + 1
+            elif now >= measure_from:
+                latency.append(loop.time() - now)
+
+    await asyncio.gather(*(sender(c) for c in conns))
+    lat = sorted(latency)
+    return {
+        "stored": len(lat) / args.seconds,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
+        "errors": errors,
+    }
+
+
 # -- set-ups --------------------------------------------------------------------------------------
 def free_port() -> int:
     import socket
@@ -344,7 +382,13 @@ def start_naive(workdir: Path, n: int) -> tuple[subprocess.Popen[bytes], int, li
 
 
 def run_step(
-    workdir: Path, ports: list[int], tokens: list[dict[str, str]], rate: float, args: argparse.Namespace, naive: bool
+    workdir: Path,
+    ports: list[int],
+    tokens: list[dict[str, str]],
+    rate: float,
+    args: argparse.Namespace,
+    naive: bool,
+    closed: int = 0,
 ) -> dict[str, Any]:
     n_agents = min(len(tokens), max(1, int(rate * HEARTBEAT_S * (1 - args.incident_share))))
     agents_file = workdir / "agents.json"
@@ -368,6 +412,8 @@ def run_step(
     ]
     if naive:
         cmd.append("--naive")
+    if closed:
+        cmd += ["--closed", str(closed)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=args.seconds * 4 + 120)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["agents"] = n_agents
@@ -423,6 +469,16 @@ def bench_target(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             if not held(r) and r["stored"] < 0.7 * r["offered"]:
                 break  # far past saturation: higher steps only queue
+        for c in args.concurrency:
+            r = run_step(workdir, ports, tokens, max(args.rates), args, naive=name == "naive", closed=c)
+            r["closed"] = c
+            results.append(r)
+            errs = ",".join(f"{k}:{v}" for k, v in r["errors"].items()) or "-"
+            print(
+                f"  {name:6} closed loop, {c:3d} senders: {r['stored']:7.0f} reports/s  p50 {r['p50_ms']:6.1f} ms  "
+                f"p99 {r['p99_ms']:7.1f} ms  errors {errs}",
+                flush=True,
+            )
         return results
     finally:
         for p in procs:
@@ -449,6 +505,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=200, help="sockets the simulated agents share")
+    parser.add_argument("--concurrency", default="4,16", help="closed-loop senders for the capacity runs")
+    parser.add_argument("--closed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--agents-file", help=argparse.SUPPRESS)
@@ -461,18 +519,24 @@ def main() -> None:
         return
     if args.generate:
         agents_conf = json.loads(Path(args.agents_file).read_text())
-        print(json.dumps(asyncio.run(generate(args, agents_conf))))
+        run = saturate if args.closed else generate
+        print(json.dumps(asyncio.run(run(args, agents_conf))))
         return
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     print(
         f"ingest bench: heartbeats every {HEARTBEAT_S:g} s per agent, {args.incident_share:.0%} of reports incidents, "
         f"{args.seconds:g} s per step; held = ≥{HELD:.0%} stored, p99 < {P99_LIMIT_MS:g} ms, no errors"
     )
     best: dict[str, dict[str, Any] | None] = {}
+    capacity: dict[str, dict[str, Any]] = {}
     for name in args.targets.split(","):
         results = bench_target(name, args)
-        ok = [r for r in results if held(r)]
+        ok = [r for r in results if "closed" not in r and held(r)]
         best[name] = max(ok, key=lambda r: r["stored"]) if ok else None
+        closed = [r for r in results if "closed" in r and r["p99_ms"] < P99_LIMIT_MS and not r["errors"]]
+        if closed:
+            capacity[name] = max(closed, key=lambda r: r["stored"])
     print("\nsummary (highest step held):")
     naive = best.get("naive")
     for name, r in best.items():
@@ -483,6 +547,15 @@ def main() -> None:
         ratio = f"  {r['stored'] / naive['stored']:.1f}× naive" if naive and name != "naive" else ""
         print(
             f"  {name:6} {r['stored']:7.0f} reports/s  p99 {r['p99_ms']:6.1f} ms  "
+            f"≈ {agents} agents at 30-s heartbeats{ratio}"
+        )
+    print("capacity (closed loop, best with p99 < 250 ms and no errors):")
+    base = capacity.get("naive")
+    for name, r in capacity.items():
+        ratio = f"  {r['stored'] / base['stored']:.1f}× naive" if base and name != "naive" else ""
+        agents = int(r["stored"] * HEARTBEAT_S * (1 - args.incident_share))
+        print(
+            f"  {name:6} {r['stored']:7.0f} reports/s  p99 {r['p99_ms']:6.1f} ms with {r['closed']} senders  "
             f"≈ {agents} agents at 30-s heartbeats{ratio}"
         )
 

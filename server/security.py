@@ -31,6 +31,7 @@ HEADERS = {
 CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 HSTS = b"max-age=31536000"
 MAX_ID = 2**63 - 1
+UNCOUNTED = ("/healthz", "/metrics", "/static/")  # probes and a page's files: not rate limited
 # The interactive API docs load their scripts from a CDN; a strict CSP would blank them.
 CSP_EXEMPT = ("/docs", "/redoc")
 
@@ -76,6 +77,9 @@ class EdgeMiddleware:
         if length.isdigit() and int(length) > self.limit:
             await _reply(send, 413, {"detail": f"request body over {self.limit} bytes"})
             return
+        if scope["path"].startswith(UNCOUNTED):
+            await self._pass(scope, receive, send)
+            return
         auth = headers.get(b"authorization")
         caller = auth if auth else f"addr:{(scope.get('client') or ('?',))[0]}".encode()
         wait = self.buckets.take(hashlib.sha256(caller).hexdigest())  # the token itself is never kept
@@ -83,6 +87,9 @@ class EdgeMiddleware:
             retry = ((b"retry-after", str(math.ceil(wait)).encode()),)
             await _reply(send, 429, {"detail": "too many requests; slow down"}, retry)
             return
+        await self._pass(scope, receive, send)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
         tls = scope.get("scheme") == "https"
         csp = not scope["path"].startswith(CSP_EXEMPT)
         received = 0
