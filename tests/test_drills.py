@@ -141,7 +141,8 @@ def test_site_without_a_drill_in_six_months_gets_one_overdue_reminder(
 
         # The managers and the first on-call tier hear of it by e-mail.
         mails = wait_for(
-            lambda: [m for _, m in smtp.messages if "Emergency drill overdue" in m["Subject"]], what="reminder"
+            lambda: (ms := [m for _, m in smtp.messages if "Emergency drill overdue" in m["Subject"]])[1:] and ms,
+            what="reminders to the manager and tier 1",
         )
         assert {str(m["To"]) for m in mails} == {"mgr@vendor.example", "li@vendor.example"}
         assert "应急演练已逾期 1 天" in mails[0].get_content() and "at least every six months" in mails[0].get_content()

@@ -21,7 +21,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hisguard.plan import CONTINUITY_PHASES, ContinuityPhase, Scope, Severity, Text, Trigger, severity_for
+from hisguard.plan import (
+    CONTINUITY_PHASES,
+    ContinuityPhase,
+    Scope,
+    Severity,
+    Text,
+    Trigger,
+    functions_of,
+    severity_for,
+)
 from hisguard.server.domain import cases, clocks, incidents, workflow
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.notify import outbox
@@ -69,8 +78,6 @@ def start(
         raise DrillError("a department-level drill needs --department (which department is down)", 422)
     key = DRILL_KEY.format(where=site, trigger=int(trigger), at=at)
     title = drill_title(trigger, scope)
-    from hisguard.plan import functions_of
-
     fields = {
         "key": key,
         "host": f"drill:{site}"[:200],
