@@ -117,7 +117,7 @@ class StateStore:
                 self.fault,
                 len(self._mem_outbox),
             )
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database" (not: full, locked, read-only)
             self._reopen()  # corrupt while running: set it aside, continue in a fresh file
 
     def _reopen(self) -> None:

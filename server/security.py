@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hisguard.server.settings import SecuritySettings
@@ -140,6 +140,8 @@ async def _reply(send: Send, status: int, body: dict[str, Any], headers: tuple[t
 
 
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, IntegrityError):  # two writers changed the same thing at once: the caller may retry
+        return JSONResponse({"detail": "conflicting concurrent change; retry"}, status_code=409)
     # Locked, unreachable or dropped database: nothing was stored; the caller should keep its data.
     log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
     return JSONResponse({"detail": "storage unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"})
