@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from hisguard.report import BatchAccepted, ReportBatch
-from hisguard.server.api.deps import database, require
 from hisguard.server.domain.ingest import WrongAgent, apply_batch
-from hisguard.server.domain.tokens import Principal
+from hisguard.server.domain.tokens import Principal, authenticate
 from hisguard.server.storage.db import Database, retryable
 
 router = APIRouter(tags=["agents"])
@@ -23,15 +24,37 @@ ATTEMPTS = 4
 UNAVAILABLE = {"Retry-After": "5"}
 
 
+_bearer = HTTPBearer(auto_error=False, description="Agent or engineer token")
+
+
+def _authenticate(db: Database, token: str) -> Principal | None:
+    with db.session() as s:
+        return authenticate(s, token)
+
+
+async def agent(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    """The agent token (the hot path: one trip to the thread pool, not one per dependency)."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    who = await run_in_threadpool(_authenticate, request.app.state.db, creds.credentials)
+    if who is None:
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    if who.kind != "agent":
+        raise HTTPException(403, "this endpoint needs an agent token")
+    return who
+
+
 @router.post(
     "/reports",
     response_model=BatchAccepted,
     summary="Deliver a batch of reports (idempotent)",
     responses={503: {"description": "Storage unavailable: nothing was stored, keep the batch and retry"}},
 )
-def post_reports(
-    batch: ReportBatch, who: Principal = Depends(require("agent")), db: Database = Depends(database)
-) -> BatchAccepted:
+async def post_reports(batch: ReportBatch, request: Request, who: Principal = Depends(agent)) -> BatchAccepted:
+    return await run_in_threadpool(ingest, request.app.state.db, who, batch)
+
+
+def ingest(db: Database, who: Principal, batch: ReportBatch) -> BatchAccepted:
     for attempt in range(ATTEMPTS):
         try:
             with db.write_session() as s:
