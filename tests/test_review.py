@@ -164,3 +164,24 @@ def test_pdf_without_a_chinese_font_is_refused_with_the_reason(
         assert "needs a Chinese (CJK) font" in detail and says in detail and "fonts-noto-cjk" in detail
     finally:
         srv.close()
+
+
+def test_pdf_refuses_characters_its_font_cannot_draw_and_drops_control_characters(
+    smtp: SmtpSink, http: HttpSink, tmp_path: Path
+) -> None:
+    try:
+        review.find_cjk_font()
+    except review.FontMissing as exc:
+        need(False, f"needs a CJK font (Debian fonts-noto-cjk): {exc}")
+    srv, cid = _closed_case(smtp, http, tmp_path)
+    auth = {"Authorization": f"Bearer {srv.tokens['li']}"}
+    try:
+        srv.client.put(f"/api/v1/cases/{cid}/review", json={"cause": "电源故障\x07\u200b 😀"}, headers=auth)
+        r = srv.get(f"/cases/{cid}/review.pdf", "li")
+        assert r.status_code == 422 and "U+1F600" in r.json()["detail"] and "U+0007" not in r.json()["detail"]
+        assert "😀" in srv.get(f"/cases/{cid}/review.md", "li").text  # the Markdown keeps the text as written
+        srv.client.put(f"/api/v1/cases/{cid}/review", json={"cause": "电源故障\x07\u200b"}, headers=auth)
+        r = srv.get(f"/cases/{cid}/review.pdf", "li")
+        assert r.status_code == 200 and r.content.startswith(b"%PDF-")
+    finally:
+        srv.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -397,13 +398,17 @@ def pdf(s: Session, case: Case) -> bytes:
     """The review as PDF with the CJK font embedded (subset). FontMissing if no font draws every character."""
     from fpdf import FPDF
 
-    text = markdown(s, case)
+    # Control characters have no glyph in any font and carry nothing for a reader: left out of the PDF.
+    text = "".join(ch for ch in markdown(s, case) if ch in "\n\t" or not unicodedata.category(ch).startswith("C"))
     font = find_cjk_font()
-    missing = sorted({ch for ch in text if ord(ch) >= 0x20 and ord(ch) not in font.chars and ch not in "\n\t"})
+    missing = sorted({ch for ch in text if ord(ch) not in font.chars and ch not in "\n\t"})
     if missing:
-        raise FontMissing(
-            f"字体 {font.path} 缺少字符 / font {font.path} cannot draw {''.join(missing)!r} "
-            f"(U+{', U+'.join(f'{ord(c):04X}' for c in missing)}); set HISGUARD_CJK_FONT to a font that can"
+        shown = ", ".join(f"U+{ord(c):04X}" for c in missing[:20])
+        raise ReviewError(
+            f"字体 {font.path} 缺少以下字符，PDF 未生成 / the font {font.path} cannot draw {shown} "
+            "(no PDF rather than boxes): edit the review text, or set HISGUARD_CJK_FONT to a font that has them; "
+            "the Markdown export has the text as is",
+            422,
         )
     doc = FPDF(format="A4")
     doc.set_title(f"Incident review #{case.id}")
