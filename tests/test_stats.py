@@ -118,3 +118,25 @@ def test_site_figures_for_a_period_count_real_cases_only(smtp: SmtpSink, http: H
         assert bad.status_code == 422 and "before" in bad.json()["detail"]
     finally:
         srv.close()
+
+
+def test_times_out_of_range_or_without_a_zone_are_refused(smtp: SmtpSink, http: HttpSink, tmp_path: Path) -> None:
+    srv = Server(site_settings(smtp, http, tmp_path), ManualClock())
+    srv.token("li", "engineer")
+    try:
+        for params in (
+            {"from": "0001-01-01T00:00:00+02:01"},
+            {"to": "2026-01-01T00:00:00"},
+            {"from": "1900-01-01T00:00Z"},
+        ):
+            r = srv.get("/stats", "li", **params)
+            assert r.status_code == 422, (params, r.text)
+        for at in ("0001-01-01T00:00:00+02:01", "2026-01-01T09:00:00", "2026-03-01T09:00:00+08:00"):
+            r = srv.post("/training", "li", {"site": SITE, "topic": "培训", "at": at})
+            assert r.status_code == 422, (at, r.text)  # the last one is two months ahead of the clock
+        assert (
+            srv.post("/training", "li", {"site": SITE, "topic": "培训", "at": "2026-01-02T09:00:00+08:00"}).json()["at"]
+            == "2026-01-02T01:00:00+00:00"
+        )
+    finally:
+        srv.close()

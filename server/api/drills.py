@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -42,6 +42,19 @@ class TrainingBody(_Body):
     site: Site
     topic: Annotated[str, Field(min_length=1, max_length=2000)]
     at: datetime | None = Field(None, description="When it took place (default: now)")
+
+
+def _utc(at: datetime, name: str) -> datetime:
+    """A time given by a caller, in UTC; 422 without a time zone or outside what a database stores."""
+    if at.tzinfo is None:
+        raise HTTPException(422, f"{name} needs a time zone (e.g. 2026-01-01T09:00:00+08:00)")
+    try:
+        at = at.astimezone(timezone.utc)
+    except OverflowError:
+        raise HTTPException(422, f"{name} is out of range") from None
+    if not 1970 <= at.year <= 9998:
+        raise HTTPException(422, f"{name} is out of range (years 1970-9998)")
+    return at
 
 
 def _site_for(who: Principal, site: str | None) -> str | None:
@@ -118,9 +131,10 @@ def close_drill(
 def record_training(
     body: TrainingBody, who: Principal = Depends(person(*STAFF)), db: Database = Depends(database)
 ) -> dict[str, Any]:
-    at = body.at or clocks.now()
-    if at.tzinfo is None:
-        raise HTTPException(422, "at needs a time zone (e.g. 2026-01-01T09:00:00+08:00)")
+    now = clocks.now()
+    at = _utc(body.at, "at") if body.at else now
+    if at > now + timedelta(days=1):
+        raise HTTPException(422, "at is in the future: record a training once it has taken place")
     with db.session() as s:
         row = drills.record_training(s, who, body.site, at, body.topic)
         return {"id": row.id, "site": row.site, "at": row.at.isoformat(), "topic": row.topic}
@@ -149,10 +163,8 @@ def get_stats(
 ) -> dict[str, Any]:
     site = _site_for(who, site)
     now = clocks.now()
-    end = end or now + timedelta(seconds=1)  # up to now, including what was recorded this second
-    start = start or end - timedelta(days=365)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise HTTPException(422, "from and to need a time zone (e.g. 2026-01-01T00:00:00+08:00)")
+    end = _utc(end, "to") if end else now + timedelta(seconds=1)  # up to now, including this second
+    start = _utc(start, "from") if start else end - timedelta(days=365)
     if start >= end:
         raise HTTPException(422, "from must be before to")
     with db.session() as s:
