@@ -402,6 +402,7 @@ def _since(s: Session, site: str, at: datetime) -> ExerciseSchedule:
 
 def schedule(s: Session, settings: ServerSettings, at: datetime, site: str | None = None) -> list[dict[str, Any]]:
     """For each site: the last training and drill, when the next is due, and whether it is overdue."""
+    adopt(s)  # drills an agent started count (and are listed) from the first look at the schedule
     out = []
     for name in [site] if site else known_sites(s, settings):
         row = _since(s, name, at)
