@@ -33,7 +33,6 @@ def main() -> int:
     print(f"server errors (5xx or exceptions): {len(out['server_errors'])}")
     for line in out["server_errors"][:20]:
         print(f"  {line}")
-    print(f"known: review PDF refusing undrawable text with 503: {out['known_pdf_503']}")
     print(
         f"stored: {len(out['incidents'])} incidents, {len(out['receipts'])} report items "
         f"(all acknowledged, none malformed), {len(out['cases'])} cases"
