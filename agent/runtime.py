@@ -158,7 +158,7 @@ class Agent:
             title_en=inc.title.en,
             observed_at=utcnow(),
             evidence=inc.evidence,
-        ).model_dump(mode="json")
+        ).model_dump(mode="json", exclude={"drill"})  # only drills say so: servers before drills refuse the key
 
     # -- health snapshot ---------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -24,6 +24,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware_time(v: datetime) -> datetime:
+    """A time with a zone, within what every backend stores (1970–9998 in UTC)."""
+    if v.tzinfo is None:
+        raise ValueError("needs a time zone (e.g. 2026-01-01T08:00:00+08:00)")
+    try:
+        utc = v.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range (years 1970–9998)") from None
+    if not 1970 <= utc.year <= 9998:
+        raise ValueError("out of range (years 1970–9998)")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -53,9 +66,7 @@ class IncidentEvent(_Strict):
     @field_validator("observed_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("observed_at needs a time zone (e.g. 2026-01-01T08:00:00+08:00)")
-        return v
+        return aware_time(v)
 
 
 class Heartbeat(_Strict):
@@ -72,9 +83,7 @@ class Heartbeat(_Strict):
     @field_validator("observed_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("observed_at needs a time zone")
-        return v
+        return aware_time(v)
 
 
 Item = Annotated[IncidentEvent | Heartbeat, Field(discriminator="type")]

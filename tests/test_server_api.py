@@ -198,3 +198,10 @@ def test_times_are_utc_aware(server):
     post(server, [event(observed_at=datetime(2026, 1, 1, 8, 0, tzinfo=timezone(timedelta(hours=8))).isoformat())])
     (inc,) = server.get("/api/v1/incidents", headers=auth(server.tokens["engineer"])).json()
     assert inc["opened_at"].startswith("2026-01-01T00:00:00") and inc["opened_at"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00", "1969-12-31T00:00:00Z"])
+def test_times_out_of_range_are_422_not_500(server, when):
+    r = post(server, [event(observed_at=when)])
+    assert r.status_code == 422 and "out of range" in r.text
+    assert count(server, Incident) == 0

@@ -71,14 +71,14 @@ class StateCollector(Collector):
                 (t, sev): n
                 for t, sev, n in s.execute(
                     select(Case.trigger, Case.severity, func.count())
-                    .where(Case.status == "open")
+                    .where(Case.status == "open", Case.drill.is_(False))  # drills are not the hospital's faults
                     .group_by(Case.trigger, Case.severity)
                 )
             }
             unacked_counts = dict(
                 s.execute(
                     select(Case.severity, func.count())
-                    .where(Case.status == "open", Case.acknowledged_at.is_(None))
+                    .where(Case.status == "open", Case.acknowledged_at.is_(None), Case.drill.is_(False))
                     .group_by(Case.severity)
                 ).all()
             )

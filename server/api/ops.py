@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
+from hisguard.report import aware_time
 from hisguard.server.api.deps import database
 from hisguard.server.api.roles import PEOPLE, STAFF, person, sees_site
 from hisguard.server.domain import cases, clocks, workflow
@@ -31,9 +32,7 @@ class WindowBody(BaseModel):
     @field_validator("starts_at", "ends_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("needs a time zone (e.g. 2026-01-01T22:00:00+08:00)")
-        return v
+        return aware_time(v)
 
 
 def _window_json(w: MaintenanceWindow) -> dict[str, Any]:

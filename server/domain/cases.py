@@ -269,7 +269,12 @@ def sync(s: Session, incident_ids: Iterable[int], at: datetime | None = None) ->
             _after_change(s, case, at, created, raised_from=None if created else before)
         else:
             case = case_of(s, inc.id)
-            if case is None or case.status != "open":
+            if case is None:
+                # Opened and cleared before the server heard of it (delivered late): still a case, on record.
+                case, created = _place(s, inc, at)
+                _absorb(case, [inc])
+                _after_change(s, case, at, created, raised_from=None)
+            if case.status != "open":
                 continue
             if all(i.status != "open" for i in incidents_of(s, case.id)):
                 _recovered(s, case, at, None)
