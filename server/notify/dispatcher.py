@@ -145,5 +145,6 @@ class Dispatcher:
                     pass
         finally:
             outbox.WAKERS.remove(self.wake)
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            if client is not None:  # a drain() run on its own may have closed and cleared it already
+                await client.aclose()
