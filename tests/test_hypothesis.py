@@ -7,7 +7,7 @@ import json
 import math
 import tempfile
 import uuid
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,10 @@ json_values = st.recursive(
     max_leaves=25,
 )
 names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(lambda s: s.strip())
-aware = st.datetimes(timezones=st.sampled_from([timezone.utc]))
+# The range every backend stores (hisguard.report.aware_time refuses the rest).
+aware = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 30), timezones=st.sampled_from([timezone.utc])
+)
 small_json = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.text(max_size=10)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
