@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from hisguard import __version__
 from hisguard.agent.config import AgentConfig, load_config
 from hisguard.agent.service import add_arguments as service_arguments
-from hisguard.agent.tomlconfig import ConfigError
 from hisguard.plan import Trigger
+from hisguard.tomlconfig import ConfigError
 
 EXIT_CONFIG = 2
 

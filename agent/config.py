@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hisguard.agent.tomlconfig import ConfigError, explain, read_toml, validate
 from hisguard.agent.topology import TopologyConfig, activate
 from hisguard.checks import PROBES, Impact, ProbeConfig, ProbeSpec, load
+from hisguard.tomlconfig import ConfigError, explain, read_toml, validate
 
 
 class AgentSection(Impact):

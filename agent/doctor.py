@@ -271,7 +271,7 @@ def report(findings: list[Finding], out: Any = None) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from hisguard.agent.config import load_config
-    from hisguard.agent.tomlconfig import ConfigError
+    from hisguard.tomlconfig import ConfigError
 
     try:
         cfg = load_config(args.config)

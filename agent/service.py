@@ -235,7 +235,7 @@ def cmd_service(args: argparse.Namespace) -> int:
         print("install 需要 -c 配置文件 / install needs -c CONFIG", file=sys.stderr)
         return 2
     if args.action == "install":
-        from hisguard.agent.tomlconfig import ConfigError
+        from hisguard.tomlconfig import ConfigError
 
         try:
             spec = agent_unit(Path(args.config), args.user)

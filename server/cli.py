@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hisguard import __version__
-from hisguard.agent.tomlconfig import ConfigError
 from hisguard.server.settings import ServerSettings, load_settings
+from hisguard.tomlconfig import ConfigError
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:

@@ -51,7 +51,7 @@ def cmd_service(args: argparse.Namespace) -> int:
         print("服务器只支持 Linux 服务 / the server runs as a Linux (systemd) service only", file=sys.stderr)
         return 2
     if args.action == "install":
-        from hisguard.agent.tomlconfig import ConfigError
+        from hisguard.tomlconfig import ConfigError
 
         if not args.config:
             print("install 需要 -c 配置文件 / install needs -c CONFIG", file=sys.stderr)

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hisguard.agent.tomlconfig import read_toml, validate
 from hisguard.plan import Scope, Severity, Trigger
+from hisguard.tomlconfig import read_toml, validate
 
 DEFAULT_PORT = 8470
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hisguard.agent.config import load_config
-from hisguard.agent.tomlconfig import ConfigError
+from hisguard.tomlconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,10 @@ import pytest
 
 from hisguard.agent.cli import main as agent_main
 from hisguard.agent.config import load_config
-from hisguard.agent.tomlconfig import ConfigError
 from hisguard.checks.base import ProbeError
 from hisguard.checks.database import Config
 from hisguard.checks.database.readonly import NotReadOnly, check_read_only
+from hisguard.tomlconfig import ConfigError
 
 HEAD = """
 [agent]

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from hisguard.agent.config import AgentConfig, load_config
-from hisguard.agent.tomlconfig import ConfigError
 from hisguard.agent.topology import activate
 from hisguard.plan import BusinessFunction, Scope, Severity, Trigger
 from hisguard.report import MAX_BATCH, Heartbeat, IncidentEvent, ReportBatch
+from hisguard.tomlconfig import ConfigError
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -180,7 +180,7 @@ def test_bad_posts_are_refused_with_reason_and_store_nothing(server, kind, body,
 
 
 def test_bad_rule_pattern_is_a_configuration_error(tmp_path: Path) -> None:
-    from hisguard.agent.tomlconfig import ConfigError
+    from hisguard.tomlconfig import ConfigError
 
     f = tmp_path / "s.toml"
     f.write_text(

@@ -8,10 +8,10 @@ import pytest
 
 from hisguard.agent.classify import Failing, classify
 from hisguard.agent.config import load_config
-from hisguard.agent.tomlconfig import ConfigError
 from hisguard.agent.topology import Topology, activate
 from hisguard.checks.base import Impact, Observation
 from hisguard.plan import BusinessFunction, Scope, Severity, Trigger
+from hisguard.tomlconfig import ConfigError
 
 # core + 3 access switches + 30 hosts in 4 departments (the last switch serves two).
 DEPTS = {"acc-opd": ["门诊挂号", "门诊收费"], "acc-ward": ["护士站"], "acc-pharm": ["门诊药房"]}
