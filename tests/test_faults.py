@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,29 +29,11 @@ import pytest
 from sqlalchemy import select
 
 from hisguard.agent.store import StateStore
-from hisguard.report import utcnow
 from hisguard.server.storage.db import Database
 from hisguard.server.storage.models import Incident, Receipt
 from tests.support.peers import need_binary, need_root
 from tests.support.procs import AgentProc, ServerProc, wait_until
-
-
-def incident(key: str, **kw: object) -> dict:
-    body = {
-        "type": "incident",
-        "id": str(uuid.uuid4()),
-        "key": key,
-        "state": "open",
-        "trigger": 2,
-        "severity": "routine",
-        "scope": "host",
-        "host": "ws-01",
-        "title_zh": "测试",
-        "title_en": "test",
-        "observed_at": utcnow().isoformat(),
-    }
-    body.update(kw)
-    return body
+from tests.support.reports import incident
 
 
 def post(url: str, token: str, items: list[dict], agent: str = "ws-01") -> httpx.Response:

@@ -1,31 +1,12 @@
 import asyncio
-import uuid
 
 import pytest
 
 from hisguard.agent.config import load_config
 from hisguard.agent.delivery import DeliveryError, Sender
 from hisguard.agent.store import StateStore
-from hisguard.report import utcnow
 from tests.support.procs import ServerProc
-
-
-def incident(key, **kw):
-    body = {
-        "type": "incident",
-        "id": str(uuid.uuid4()),
-        "key": key,
-        "state": "open",
-        "trigger": 1,
-        "severity": "routine",
-        "scope": "host",
-        "host": "ws-01",
-        "title_zh": "测试",
-        "title_en": "test",
-        "observed_at": utcnow().isoformat(),
-    }
-    body.update(kw)
-    return body
+from tests.support.reports import incident
 
 
 def test_outbox_survives_reopen_and_keeps_only_the_latest_heartbeat(tmp_path):

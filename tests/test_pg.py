@@ -3,7 +3,6 @@ and a database that goes away answered with 503 (the agent keeps its data), neve
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,35 +10,17 @@ import httpx
 import pytest
 from sqlalchemy import inspect, select
 
-from hisguard.report import utcnow
 from hisguard.server.storage.db import Database
 from hisguard.server.storage.models import Base, Incident, Receipt
 from tests.support import pg
 from tests.support.procs import ServerProc
+from tests.support.reports import incident
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     with pg.database("hisguard_pg") as url:
         yield url
-
-
-def incident(key: str, **kw: object) -> dict:
-    body = {
-        "type": "incident",
-        "id": str(uuid.uuid4()),
-        "key": key,
-        "state": "open",
-        "trigger": 1,
-        "severity": "routine",
-        "scope": "host",
-        "host": "ws-01",
-        "title_zh": "测试",
-        "title_en": "test",
-        "observed_at": utcnow().isoformat(),
-    }
-    body.update(kw)
-    return body
 
 
 def test_fresh_database_migrates_to_every_table_of_the_models(pg_url: str) -> None:

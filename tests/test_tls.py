@@ -11,7 +11,6 @@ import ipaddress
 import ssl
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,8 @@ import pytest
 from hisguard.agent.config import load_config
 from hisguard.agent.delivery import DeliveryError, Sender
 from hisguard.agent.store import StateStore
-from hisguard.report import utcnow
 from tests.support.procs import ServerProc, wait_until
+from tests.support.reports import incident
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -123,22 +122,6 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> TlsServer:
     srv = TlsServer(where / "srv", make_pki(where)).start()
     yield srv
     srv.stop()
-
-
-def incident(key: str) -> dict:
-    return {
-        "type": "incident",
-        "id": str(uuid.uuid4()),
-        "key": key,
-        "state": "open",
-        "trigger": 1,
-        "severity": "routine",
-        "scope": "host",
-        "host": "ws-01",
-        "title_zh": "测试",
-        "title_en": "test",
-        "observed_at": utcnow().isoformat(),
-    }
 
 
 def deliver(tmp_path: Path, srv: TlsServer, key: str, server_conf: str) -> tuple[int | None, str | None, int]:
