@@ -46,6 +46,28 @@ def resolve(s: Session, site: str, key: str, at: datetime) -> Incident | None:
     return inc
 
 
+def search(
+    s: Session,
+    status: str | None = None,
+    site: str | None = None,
+    trigger: int | None = None,
+    severity: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Incident]:
+    """Incidents, newest first, filtered."""
+    q = select(Incident).order_by(Incident.opened_at.desc(), Incident.id.desc())
+    if status:
+        q = q.where(Incident.status == status)
+    if site:
+        q = q.where(Incident.site == site)
+    if trigger:
+        q = q.where(Incident.trigger == trigger)
+    if severity:
+        q = q.where(Incident.severity == severity)
+    return list(s.scalars(q.limit(limit).offset(offset)))
+
+
 def as_json(inc: Incident) -> dict[str, Any]:
     from hisguard.plan import Scope, Trigger
 
@@ -74,3 +96,7 @@ def as_json(inc: Incident) -> dict[str, Any]:
         "updated_at": inc.updated_at.isoformat(),
         "evidence": inc.evidence,
     }
+
+
+def get(s: Session, incident_id: int) -> Incident | None:
+    return s.get(Incident, incident_id)
