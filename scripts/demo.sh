@@ -15,6 +15,10 @@ fi
 if [ ! -s var/engineer.token ]; then
   .venv/bin/hisguard-server token create --engineer demo-engineer | tail -n 1 > var/engineer.token
 fi
+if [ ! -s var/console.password ]; then
+  (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' > var/console.password)
+  .venv/bin/hisguard-server user create --name admin --role admin --password-file var/console.password >/dev/null
+fi
 .venv/bin/hisguard-server run --listen 127.0.0.1:8470 > var/server.log 2>&1 &
 server=$!
 agent=
@@ -26,7 +30,8 @@ agent=$!
 cat <<MSG
 
 hisguard is running / 已启动
-  server 服务器:  http://127.0.0.1:8470/        API docs 接口文档: http://127.0.0.1:8470/docs
+  console 控制台: http://127.0.0.1:8470/   user 用户 admin, password 密码 in var/console.password
+  API docs 接口文档: http://127.0.0.1:8470/docs
   incidents 事件:  curl -H "Authorization: Bearer \$(cat var/engineer.token)" http://127.0.0.1:8470/api/v1/incidents
   agents 代理:     curl -H "Authorization: Bearer \$(cat var/engineer.token)" http://127.0.0.1:8470/api/v1/agents
   logs 日志:       var/server.log  var/agent.log
