@@ -6,18 +6,26 @@ server accepts, and a malformed one is refused with the field that is wrong.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hisguard.plan import BusinessFunction, Scope, Severity, Trigger
 
 API_PREFIX = "/api/v1"
 MAX_BATCH = 500
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+def visible(v: str) -> str:
+    """Names and keys people read: no control characters, not blank."""
+    if not v.strip() or any(unicodedata.category(c) == "Cc" for c in v):
+        raise ValueError("must be visible text (not blank, no control characters)")
+    return v
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(visible)]
 
 
 def utcnow() -> datetime:
@@ -46,7 +54,7 @@ class IncidentEvent(_Strict):
 
     type: Literal["incident"] = "incident"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per event; the server stores each id once")
-    key: Annotated[str, Field(min_length=1, max_length=400)] = Field(
+    key: Annotated[str, Field(min_length=1, max_length=400), AfterValidator(visible)] = Field(
         description="Stable identity of the fault: re-detection reuses it"
     )
     state: Literal["open", "resolved"]

@@ -205,3 +205,12 @@ def test_times_out_of_range_are_422_not_500(server, when):
     r = post(server, [event(observed_at=when)])
     assert r.status_code == 422 and "out of range" in r.text
     assert count(server, Incident) == 0
+
+
+@pytest.mark.parametrize("field", ["key", "host"])
+@pytest.mark.parametrize("value", ["\x1e", "   ", "his\x00db"])
+def test_blank_or_control_character_names_are_422(server, field, value):
+    r = post(server, [event(**{field: value})])
+    assert r.status_code == 422 and field in r.text
+    assert "visible text" in r.text or "at least 1 character" in r.text  # blanks are stripped first
+    assert count(server, Incident) == 0

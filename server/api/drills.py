@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from hisguard.plan import Scope, Trigger
+from hisguard.report import Name
 from hisguard.server.api.deps import database
 from hisguard.server.api.roles import PEOPLE, STAFF, person, sees_site
 from hisguard.server.domain import cases, clocks, drills, stats
@@ -18,7 +19,7 @@ from hisguard.server.storage.db import Database
 from hisguard.server.storage.drill_models import Drill
 
 router = APIRouter(tags=["drills"], lifespan=drills.lifespan)
-Site = Annotated[str, Field(min_length=1, max_length=200)]
+Site = Name  # visible text, as in agents' reports
 Line = Annotated[str, Field(max_length=4000)]
 
 
