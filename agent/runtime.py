@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,11 @@ class JobStatus:
     at: float = 0.0
     runs: int = 0
     failures: int = 0
+
+
+def _readable(text: str) -> str:
+    """Control characters (a device's ifDescr, a file name) would make the server refuse the key."""
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 class Agent:
@@ -145,7 +151,7 @@ class Agent:
 
     def _event(self, inc: Incident, state: str) -> dict[str, Any]:
         return IncidentEvent(
-            key=inc.key,
+            key=_readable(inc.key),
             state=state,
             trigger=inc.trigger,
             severity=inc.severity,

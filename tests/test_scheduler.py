@@ -114,3 +114,22 @@ async def test_a_partial_round_keeps_what_it_could_not_see(tmp_path, monkeypatch
     await agent.run_round(job)  # a complete round without it: the condition no longer exists
     assert agent.store.active() == {}
     agent.store.close()
+
+
+def test_control_characters_in_a_subject_do_not_make_the_event_unsendable(tmp_path):
+    from hisguard.checks.base import Observation
+    from hisguard.report import IncidentEvent
+
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[agent]\nname = "c"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
+        "[[probe.ping]]\ninterval = 1\ntimeout = 1\nfail_after = 1\nfail_window = 1\n"
+        'targets = [{ address = "127.0.0.1" }]\n'
+    )
+    agent = Agent(load_config(path))
+    (job,) = agent.cfg.jobs
+    agent.emit(job, [Observation("ping.reachable", "GigabitEthernet0/1\x00\x1e", False)])
+    (event,) = [p.body for p in agent.store.peek(10)]
+    assert event["key"] == "c/ping.reachable/GigabitEthernet0/1??"
+    IncidentEvent.model_validate(event)  # the server's schema accepts it
+    agent.store.close()
