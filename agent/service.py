@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,18 +228,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print", dest="print_only", action="store_true", help="print the unit and change nothing")
 
 
-def cmd_service(args: argparse.Namespace) -> int:
-    """`hisguard-agent service …`: systemd on Linux, the Windows service manager on Windows."""
-    if sys.platform == "win32":
-        return windows_service(args.action, args.config)
-    if args.action in ("install",) and not args.config:
-        print("install 需要 -c 配置文件 / install needs -c CONFIG", file=sys.stderr)
-        return 2
+def systemd_action(args: argparse.Namespace, name: str, unit: Callable[[Path, str], UnitSpec]) -> int:
+    """install / uninstall / status of the systemd unit `name` (agent and server alike)."""
     if args.action == "install":
         from hisguard.tomlconfig import ConfigError
 
+        if not args.config:
+            print("install 需要 -c 配置文件 / install needs -c CONFIG", file=sys.stderr)
+            return 2
         try:
-            spec = agent_unit(Path(args.config), args.user)
+            spec = unit(Path(args.config), args.user)
         except ConfigError as exc:
             print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
             return 2
@@ -247,11 +246,17 @@ def cmd_service(args: argparse.Namespace) -> int:
             return 0
         return install_unit(spec, args.unit_dir, start=not args.no_start)
     if args.action == "uninstall":
-        return uninstall_unit("hisguard-agent", args.unit_dir)
-    return unit_status("hisguard-agent", args.unit_dir)
+        return uninstall_unit(name, args.unit_dir)
+    return unit_status(name, args.unit_dir)
 
 
-# ---------------------------------------------------------------------------------------------
+def cmd_service(args: argparse.Namespace) -> int:
+    """`hisguard-agent service …`: systemd on Linux, the Windows service manager on Windows."""
+    if sys.platform == "win32":
+        return windows_service(args.action, args.config)
+    return systemd_action(args, "hisguard-agent", agent_unit)
+
+
 WINDOWS_SERVICE = "hisguard-agent"
 PYWIN32_MISSING = (
     "Windows 服务需要 pywin32：pip install pywin32（离线：从 wheelhouse 安装）\n"

@@ -15,11 +15,8 @@ from pathlib import Path
 from hisguard.agent.service import (
     UnitSpec,
     add_arguments,
-    install_unit,
-    render_unit,
+    systemd_action,
     under_home,
-    uninstall_unit,
-    unit_status,
 )
 
 NAME = "hisguard-server"
@@ -50,24 +47,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     if sys.platform == "win32":
         print("服务器只支持 Linux 服务 / the server runs as a Linux (systemd) service only", file=sys.stderr)
         return 2
-    if args.action == "install":
-        from hisguard.tomlconfig import ConfigError
-
-        if not args.config:
-            print("install 需要 -c 配置文件 / install needs -c CONFIG", file=sys.stderr)
-            return 2
-        try:
-            spec = server_unit(Path(args.config), args.user)
-        except ConfigError as exc:
-            print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
-            return 2
-        if args.print_only:
-            print(render_unit(spec), end="")
-            return 0
-        return install_unit(spec, args.unit_dir, start=not args.no_start)
-    if args.action == "uninstall":
-        return uninstall_unit(NAME, args.unit_dir)
-    return unit_status(NAME, args.unit_dir)
+    return systemd_action(args, NAME, server_unit)
 
 
 def main(argv: list[str] | None = None) -> int:

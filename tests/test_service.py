@@ -73,14 +73,14 @@ def test_verify_catches_a_broken_unit(agent_config: Path, tmp_path: Path) -> Non
 def test_server_unit_passes_verify_and_has_no_capabilities(tmp_path: Path) -> None:
     conf = tmp_path / "server.toml"
     conf.write_text("[server]\nport = 8470\n")
-    text = server_service.render_unit(server_service.server_unit(conf, "hisguard"))
+    text = service.render_unit(server_service.server_unit(conf, "hisguard"))
     rc, complaints = verify(text, tmp_path, "hisguard-server.service")
     assert rc == 0 and complaints == [], complaints
     assert (
         "CapabilityBoundingSet=" in text.splitlines() and "Environment=HISGUARD_DATA=/var/lib/hisguard-server" in text
     )
     conf.write_text("[server]\nport = 443\n")
-    low = server_service.render_unit(server_service.server_unit(conf, "hisguard"))
+    low = service.render_unit(server_service.server_unit(conf, "hisguard"))
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in low.splitlines()
 
 
