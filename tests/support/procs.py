@@ -14,6 +14,17 @@ from typing import Any
 import httpx
 
 
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    """Signal a process and wait for it; kill it if it has not gone after 15 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,13 +105,7 @@ class ServerProc:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc, sig)
         self.proc = None
 
     def get(self, path: str, **params: Any) -> Any:
@@ -138,13 +143,7 @@ class AgentProc:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc, sig)
         self.proc = None
 
     def output(self) -> str:
