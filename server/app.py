@@ -19,6 +19,7 @@ from hisguard.server.api import reviews as reviews_api
 from hisguard.server.domain import cases, clocks, history
 from hisguard.server.domain.clocks import Clock, ClockRunner
 from hisguard.server.domain.ingest import raise_silent_agents
+from hisguard.server.domain.intake import Intake
 from hisguard.server.notify.dispatcher import Dispatcher
 from hisguard.server.settings import ServerSettings
 from hisguard.server.storage.db import Database
@@ -62,6 +63,7 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
             asyncio.create_task(history.run(app.state.db, settings.history_retention_days, settings.history_interval)),
         ]
         yield
+        await run_in_threadpool(app.state.intake.stop)  # what agents are waiting on is written first
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -80,9 +82,11 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
 
     security.install(app, settings.security)  # size and rate limits, security headers, 503 when storage fails
     app.state.db = Database(settings.db_url)
+    app.state.intake = Intake(app.state.db)
     app.state.clock_runner = ClockRunner(app.state.db, cases.on_clock, settings.clock_interval)
     app.state.dispatcher = Dispatcher(app.state.db, settings)
     app.include_router(reports.router, prefix=API_PREFIX)
+    reports.document(app)
     app.include_router(incidents.router, prefix=API_PREFIX)
     app.include_router(cases_api.router, prefix=API_PREFIX)
     app.include_router(ops.router, prefix=API_PREFIX)

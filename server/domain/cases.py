@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import (
@@ -87,7 +87,7 @@ def group_refs(evidence: dict[str, Any]) -> tuple[set[str], set[int]]:
     return names, ids
 
 
-def _names(inc: Incident) -> set[str]:
+def _names(inc: Incident | Row[Any]) -> set[str]:
     """What a grouping incident's evidence may call this incident by."""
     names = {inc.key, inc.host}
     ev = inc.evidence if isinstance(inc.evidence, dict) else {}
@@ -96,14 +96,29 @@ def _names(inc: Incident) -> set[str]:
     return names
 
 
-def _open_linked(s: Session, site: str) -> list[tuple[Incident, int]]:
-    q = (
-        select(Incident, CaseIncident.case_id)
-        .join(CaseIncident, CaseIncident.incident_id == Incident.id)
-        .join(Case, Case.id == CaseIncident.case_id)
-        .where(Incident.site == site, Case.status == "open")
-    )
-    return [(inc, cid) for inc, cid in s.execute(q)]
+# Statements run per incident on ingest are built once (building them cost more than running them).
+_OPEN_LINKED = (
+    select(Incident.id, Incident.key, Incident.host, Incident.evidence, Incident.status, CaseIncident.case_id)
+    .join(CaseIncident, CaseIncident.incident_id == Incident.id)
+    .join(Case, Case.id == CaseIncident.case_id)
+    .where(Incident.site == bindparam("site"), Case.status == "open")
+)
+_INCIDENTS_OF = (
+    select(Incident)
+    .join(CaseIncident, CaseIncident.incident_id == Incident.id)
+    .where(CaseIncident.case_id == bindparam("case_id"))
+    .order_by(Incident.opened_at, Incident.id)
+)
+_UNLINKED_OPEN = (
+    select(Incident.id)
+    .outerjoin(CaseIncident, CaseIncident.incident_id == Incident.id)
+    .where(Incident.site == bindparam("site"), Incident.status == "open", CaseIncident.case_id.is_(None))
+)
+
+
+def _open_linked(s: Session, site: str) -> list[Row[Any]]:
+    """The site's incidents in open cases, as the columns grouping reads (no entities: this runs per new incident)."""
+    return list(s.execute(_OPEN_LINKED, {"site": site}))
 
 
 def case_of(s: Session, incident_id: int) -> Case | None:
@@ -112,23 +127,12 @@ def case_of(s: Session, incident_id: int) -> Case | None:
 
 
 def incidents_of(s: Session, case_id: int) -> list[Incident]:
-    q = (
-        select(Incident)
-        .join(CaseIncident, CaseIncident.incident_id == Incident.id)
-        .where(CaseIncident.case_id == case_id)
-        .order_by(Incident.opened_at, Incident.id)
-    )
-    return list(s.scalars(q))
+    return list(s.scalars(_INCIDENTS_OF, {"case_id": case_id}))
 
 
 def unlinked_open(s: Session, site: str) -> list[int]:
     """Open incidents of a site not yet in a case (e.g. opened by a server-side correlation)."""
-    q = (
-        select(Incident.id)
-        .outerjoin(CaseIncident, CaseIncident.incident_id == Incident.id)
-        .where(Incident.site == site, Incident.status == "open", CaseIncident.case_id.is_(None))
-    )
-    return list(s.scalars(q))
+    return list(s.scalars(_UNLINKED_OPEN, {"site": site}))
 
 
 def _new_case(s: Session, inc: Incident, at: datetime) -> Case:
@@ -191,23 +195,26 @@ def _place(s: Session, inc: Incident, at: datetime) -> tuple[Case, bool]:
     names, ids = group_refs(inc.evidence)
     names.discard(inc.key)
     ids.discard(inc.id)
-    linked = _open_linked(s, inc.site)
     case = case_of(s, inc.id)
     created = False
     if case is not None and case.status == "merged" and case.merged_into:
         case = s.get(Case, case.merged_into)
     if case is None or case.status != "open":
         case = None
+        # (A re-detection already in its open case skips this scan of the site's open cases.)
+        linked = _open_linked(s, inc.site)
         # Same fault key already in an open case.
-        same = [cid for other, cid in linked if other.key == inc.key and other.id != inc.id]
+        same = [o.case_id for o in linked if o.key == inc.key and o.id != inc.id]
         # A failed parent or an outbreak whose evidence names this incident.
-        parent = [
-            cid
-            for other, cid in linked
-            if other.status == "open" and other.id != inc.id and _names(inc) & group_refs(other.evidence)[0]
-        ] + [cid for other, cid in linked if other.status == "open" and inc.id in group_refs(other.evidence)[1]]
+        own = _names(inc)
+        parent = []
+        for o in linked:
+            if o.status == "open" and o.id != inc.id:
+                their_names, their_ids = group_refs(o.evidence)
+                if own & their_names or inc.id in their_ids:
+                    parent.append(o.case_id)
         # Cases of the incidents this one names (it is their parent, or their outbreak).
-        members = [cid for other, cid in linked if other.id != inc.id and (_names(other) & names or other.id in ids)]
+        members = [o.case_id for o in linked if o.id != inc.id and (_names(o) & names or o.id in ids)]
         for cid, reason in ((same, "same_key"), (parent, "child"), (members, "grouped")):
             if cid:
                 case = s.get(Case, min(cid))
@@ -223,7 +230,7 @@ def _place(s: Session, inc: Incident, at: datetime) -> tuple[Case, bool]:
             case.lead_incident_id, case.key, case.trigger = inc.id, inc.key, inc.trigger
             case.title_zh, case.title_en, case.host = inc.title_zh, inc.title_en, inc.host
             event(s, case, "lead_changed", at, None, {"incident": inc.id, "key": inc.key})
-        others = {cid for other, cid in _open_linked(s, inc.site) if _names(other) & names or other.id in ids}
+        others = {o.case_id for o in _open_linked(s, inc.site) if _names(o) & names or o.id in ids}
         for cid in sorted(others - {case.id}):
             other_case = s.get(Case, cid)
             if other_case is not None and other_case.status == "open":
@@ -353,10 +360,13 @@ def _recovered(s: Session, case: Case, at: datetime, by: str | None) -> None:
     _notify(s, case, audience, "recovered", at, backfill=departments)
 
 
+_CONTINUITY_EVENTS = select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "continuity")
+
+
 def _went_manual(s: Session, case: Case) -> list[BusinessFunction]:
     """Functions a continuity advisory told to work by hand."""
     out: set[BusinessFunction] = set()
-    for ev in s.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.kind == "continuity")):
+    for ev in s.scalars(_CONTINUITY_EVENTS, {"case_id": case.id}):
         out |= {BusinessFunction(f) for f in ev.detail.get("functions", [])}
     return [f for f in BusinessFunction if f in out]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hisguard.report import utcnow
@@ -71,9 +71,18 @@ def now() -> datetime:
     return _clock.now()
 
 
+# Built once: the ingest path runs these for every incident that changes a case.
+_CLOCK = select(CaseClock).where(CaseClock.case_id == bindparam("case_id"), CaseClock.name == bindparam("name"))
+_PENDING_PREFIX = select(CaseClock).where(
+    CaseClock.case_id == bindparam("case_id"),
+    CaseClock.status == "pending",
+    CaseClock.name.startswith(bindparam("prefix")),
+)
+
+
 def schedule(s: Session, case_id: int, name: str, due: datetime) -> CaseClock:
     """Create the clock once; a later call may only bring a pending clock forward (never push it back)."""
-    row = s.scalar(select(CaseClock).where(CaseClock.case_id == case_id, CaseClock.name == name))
+    row = s.scalar(_CLOCK, {"case_id": case_id, "name": name})
     if row is None:
         row = CaseClock(case_id=case_id, name=name, due_at=due, status="pending")
         s.add(row)
@@ -85,11 +94,7 @@ def schedule(s: Session, case_id: int, name: str, due: datetime) -> CaseClock:
 
 def cancel(s: Session, case_id: int, prefix: str = "") -> int:
     """Cancel the pending clocks of a case whose name starts with `prefix`."""
-    rows = s.scalars(
-        select(CaseClock).where(
-            CaseClock.case_id == case_id, CaseClock.status == "pending", CaseClock.name.startswith(prefix)
-        )
-    )
+    rows = s.scalars(_PENDING_PREFIX, {"case_id": case_id, "prefix": prefix})
     n = 0
     for row in rows:
         row.status = "cancelled"

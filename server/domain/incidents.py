@@ -5,15 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Severity
 from hisguard.server.storage.models import Incident
 
+# Statements the ingest path runs per incident are built once (building them cost more than running them).
+_FIND_OPEN = select(Incident).where(
+    Incident.site == bindparam("site"), Incident.key == bindparam("key"), Incident.status == "open"
+)
+
 
 def find_open(s: Session, site: str, key: str) -> Incident | None:
-    return s.scalar(select(Incident).where(Incident.site == site, Incident.key == key, Incident.status == "open"))
+    return s.scalar(_FIND_OPEN, {"site": site, "key": key})
 
 
 def open_or_update(s: Session, site: str, agent_id: int | None, fields: dict[str, Any], at: datetime) -> Incident:

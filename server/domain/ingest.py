@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
@@ -23,44 +25,69 @@ class WrongAgent(Exception):
     """The batch names another agent than the token's."""
 
 
+@dataclass
+class Applied:
+    """What one batch did: the item ids now stored, how many were repeats, incidents opened or changed."""
+
+    stored: list[str]
+    duplicates: int = 0
+    touched: list[int] = field(default_factory=list)
+
+
 def apply_batch(s: Session, who: Principal, batch: ReportBatch) -> tuple[list[str], int, list[int]]:
-    """Store a batch; return the item ids now stored, how many were repeats, and incidents opened or changed."""
-    if batch.agent != who.name:
-        raise WrongAgent(f"this token belongs to agent {who.name!r}, not {batch.agent!r}")
-    agent = s.get(Agent, who.agent_id)
-    assert agent is not None
-    ids = [str(item.id) for item in batch.items]
+    """Store one batch; return the item ids now stored, how many were repeats, and incidents opened or changed."""
+    done = apply_group(s, [(who, batch)])[0]
+    return done.stored, done.duplicates, done.touched
+
+
+def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) -> list[Applied]:
+    """Store several agents' batches in one transaction (the server commits arrivals together).
+
+    Heartbeats, the bulk of the traffic, go in a handful of statements for the whole group; incident
+    events take the plan's path one by one. Raises WrongAgent before writing if any batch names
+    another agent than its token's.
+    """
+    for who, batch in entries:
+        if batch.agent != who.name:
+            raise WrongAgent(f"this token belongs to agent {who.name!r}, not {batch.agent!r}")
     now = utcnow()
-    # One bulk insert of the receipts claims the items; those another replica already stored are skipped.
-    claimed = claim_receipts(s, agent.id, ids, now)
-    touched: list[int] = []
-    duplicates = 0
-    for item in batch.items:
-        item_id = str(item.id)
-        if item_id not in claimed:
-            duplicates += 1
-            continue
-        claimed.discard(item_id)  # the same id twice in one batch: applied once
-        if isinstance(item, IncidentEvent):
-            inc = _incident(s, agent, item)
-            if inc is not None:
-                touched.append(inc)
-        else:
-            recovered = _heartbeat(s, agent, item, now)
-            if recovered is not None:
-                touched.append(recovered)
-    touched.extend(outbreak.correlate(s, agent.site, touched))  # many hosts infected at once: trigger 5
-    # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
-    # Keep this last: incidents opened by server-side correlation above are picked up as unlinked.
-    if touched or any(isinstance(item, IncidentEvent) for item in batch.items):
-        # (A batch of heartbeats that changed no incident has nothing for the plan: skip the queries.)
-        cases.sync(s, [*touched, *cases.unlinked_open(s, agent.site)], clocks.now())
-    return ids, duplicates, touched
+    claimed = claim_receipts(s, [(str(item.id), who.agent_id) for who, batch in entries for item in batch.items], now)
+    results: list[Applied] = []
+    beats: list[tuple[Principal, Heartbeat]] = []
+    touched: dict[str, list[int]] = {}  # per site, in order
+    eventful: set[str] = set()  # sites whose batches carried incident events
+    for who, batch in entries:
+        site = who.site or ""
+        done = Applied([str(item.id) for item in batch.items])
+        results.append(done)
+        for item in batch.items:
+            item_id = str(item.id)
+            if item_id not in claimed:
+                done.duplicates += 1
+                continue
+            claimed.discard(item_id)  # the same id twice: applied once
+            if isinstance(item, IncidentEvent):
+                eventful.add(site)
+                inc = _incident(s, site, who.agent_id, item)
+                if inc is not None:
+                    done.touched.append(inc)
+                    touched.setdefault(site, []).append(inc)
+            else:
+                beats.append((who, item))
+    for site, inc in _heartbeats(s, beats, now):
+        touched.setdefault(site, []).append(inc)
+    for site in dict.fromkeys([*touched, *eventful]):
+        changed = touched.get(site, [])
+        changed.extend(outbreak.correlate(s, site, changed))  # many hosts infected at once: trigger 5
+        # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
+        # Last: incidents opened by server-side correlation above are picked up as unlinked.
+        cases.sync(s, [*changed, *cases.unlinked_open(s, site)], clocks.now())
+    return results
 
 
-def _incident(s: Session, agent: Agent, ev: IncidentEvent) -> int | None:
+def _incident(s: Session, site: str, agent_id: int | None, ev: IncidentEvent) -> int | None:
     if ev.state == "resolved":
-        inc = incidents.resolve(s, agent.site, ev.key, ev.observed_at)
+        inc = incidents.resolve(s, site, ev.key, ev.observed_at)
         return inc.id if inc else None
     fields = {
         "key": ev.key,
@@ -75,7 +102,7 @@ def _incident(s: Session, agent: Agent, ev: IncidentEvent) -> int | None:
         "title_en": ev.title_en,
         "evidence": {**ev.evidence, "drill": True} if ev.drill else ev.evidence,  # a drill's case is marked (2.8)
     }
-    return incidents.open_or_update(s, agent.site, agent.id, fields, ev.observed_at).id
+    return incidents.open_or_update(s, site, agent_id, fields, ev.observed_at).id
 
 
 def _compact(snapshot: dict[str, Any]) -> dict[str, float]:
@@ -91,33 +118,69 @@ def _compact(snapshot: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _heartbeat(s: Session, agent: Agent, hb: Heartbeat, now: datetime) -> int | None:
-    if agent.last_seen is None or hb.observed_at >= agent.last_seen:
-        agent.last_seen = max(hb.observed_at, agent.last_seen or hb.observed_at)
-        agent.interval_s = hb.interval_s
-        agent.department = hb.department
-        agent.hospital_critical = hb.hospital_critical
-        agent.version = str(hb.snapshot.get("version", agent.version or ""))[:50] or agent.version
-        upsert_status(s, agent.id, hb.observed_at, hb.snapshot)  # one statement, only the status row
-    s.execute(HEALTH_INSERT, {"agent_id": agent.id, "at": hb.observed_at, "data": _compact(hb.snapshot)})
-    # The agent speaks again: a silence incident about it is over (looked up by the partial unique index).
-    key = SILENT_KEY.format(agent=agent.name)
-    if s.execute(_SILENT_OPEN, {"site": agent.site, "key": key}).first() is None:
-        return None
-    inc = incidents.resolve(s, agent.site, key, now)
-    return inc.id if inc is not None else None
-
-
-HEALTH_INSERT = HealthSample.__table__.insert()
-_SILENT_OPEN = (
-    select(Incident.__table__.c.id)
-    .where(
-        Incident.__table__.c.site == bindparam("site"),
-        Incident.__table__.c.key == bindparam("key"),
-        Incident.__table__.c.status == "open",
+def _heartbeats(s: Session, beats: list[tuple[Principal, Heartbeat]], now: datetime) -> list[tuple[str, int]]:
+    """A group's heartbeats in four statements; returns the silence incidents they end, as (site, id)."""
+    if not beats:
+        return []
+    newest: dict[int, tuple[Principal, Heartbeat]] = {}
+    for who, hb in beats:
+        assert who.agent_id is not None
+        seen = newest.get(who.agent_id)
+        if seen is None or hb.observed_at >= seen[1].observed_at:
+            newest[who.agent_id] = (who, hb)
+    # The agent row moves only forward in time, and only its small columns change.
+    s.execute(
+        _AGENT_SEEN,
+        [
+            {
+                "b_id": agent_id,
+                "b_at": hb.observed_at,
+                "b_interval": hb.interval_s,
+                "b_department": hb.department,
+                "b_critical": hb.hospital_critical,
+                "b_version": str(hb.snapshot.get("version", ""))[:50] or None,
+            }
+            for agent_id, (_, hb) in sorted(newest.items())  # one lock order for every writer
+        ],
     )
-    .limit(1)
+    upsert_status(s, [(agent_id, hb.observed_at, hb.snapshot) for agent_id, (_, hb) in sorted(newest.items())])
+    s.execute(
+        HEALTH_INSERT,
+        [{"agent_id": who.agent_id, "at": hb.observed_at, "data": _compact(hb.snapshot)} for who, hb in beats],
+    )
+    # The agent speaks again: a silence incident about it is over.
+    wanted = {(who.site, SILENT_KEY.format(agent=who.name)) for who, _ in newest.values()}
+    rows = s.execute(
+        select(_INC.c.site, _INC.c.key).where(
+            _INC.c.status == "open",
+            _INC.c.site.in_({site for site, _ in wanted}),
+            _INC.c.key.in_({key for _, key in wanted}),
+        )
+    ).all()
+    ended = []
+    for site, key in rows:
+        if (site, key) in wanted and (inc := incidents.resolve(s, site, key, now)) is not None:
+            ended.append((site, inc.id))
+    return ended
+
+
+_INC = Incident.__table__
+_AGENTS = Agent.__table__
+_AGENT_SEEN = (
+    update(_AGENTS)
+    .where(
+        _AGENTS.c.id == bindparam("b_id"),
+        or_(_AGENTS.c.last_seen.is_(None), _AGENTS.c.last_seen <= bindparam("b_at")),
+    )
+    .values(
+        last_seen=bindparam("b_at"),
+        interval_s=bindparam("b_interval"),
+        department=bindparam("b_department"),
+        hospital_critical=bindparam("b_critical"),
+        version=func.coalesce(bindparam("b_version", type_=String), _AGENTS.c.version),
+    )
 )
+HEALTH_INSERT = HealthSample.__table__.insert()
 
 
 def raise_silent_agents(

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 if sys.version_info >= (3, 11):
@@ -133,7 +133,10 @@ def load_plan_text(override: Path | None = None) -> PlanText:
 
 
 def plan_of(s: Session, case_id: int) -> PlanInstance | None:
-    return s.scalar(select(PlanInstance).where(PlanInstance.case_id == case_id))
+    return s.scalar(_PLAN_OF, {"case_id": case_id})
+
+
+_PLAN_OF = select(PlanInstance).where(PlanInstance.case_id == bindparam("case_id"))
 
 
 def steps_of(s: Session, case_id: int) -> list[PlanStep]:

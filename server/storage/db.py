@@ -1,7 +1,7 @@
 """Engine, sessions and migrations. SQLite (WAL) is the embedded default; PostgreSQL by URL.
 
-    sqlite:////var/lib/hisguard/hisguard.sqlite3?timeout=10      (seconds to wait for a write lock)
-    postgresql+psycopg://hisguard:…@db.vendor.example/hisguard   (several replicas may share it)
+sqlite:////var/lib/hisguard/hisguard.sqlite3?timeout=10      (seconds to wait for a write lock)
+postgresql+psycopg://hisguard:…@db.vendor.example/hisguard   (several replicas may share it)
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
-def claim_receipts(s: Session, agent_id: int, ids: Iterable[str], now: datetime) -> set[str]:
-    """Record report item ids in one statement; return those this transaction stored first.
+def claim_receipts(s: Session, items: Iterable[tuple[str, int | None]], now: datetime) -> set[str]:
+    """Record report item ids (with their agents) in one statement; return those this transaction stored first.
 
     INSERT … ON CONFLICT DO NOTHING: a replica storing the same id at the same moment makes this
     one wait for its commit and then skip the id, so each item is applied exactly once.
@@ -83,10 +83,11 @@ def claim_receipts(s: Session, agent_id: int, ids: Iterable[str], now: datetime)
     """
     from hisguard.server.storage.models import Receipt
 
-    unique = sorted(set(ids))
+    owner = dict(items)
+    unique = sorted(owner)
     if not unique:
         return set()
-    rows = [{"id": i, "agent_id": agent_id, "received_at": now} for i in unique]
+    rows = [{"id": i, "agent_id": owner[i], "received_at": now} for i in unique]
     stmt = _claim_statement(s.get_bind().dialect.name)
     if stmt is None:  # other backends: look, then insert (the primary key still refuses a doubled id)
         seen = set(s.scalars(select(Receipt.id).where(Receipt.id.in_(unique))))
@@ -98,10 +99,13 @@ def claim_receipts(s: Session, agent_id: int, ids: Iterable[str], now: datetime)
     return set(s.execute(stmt, rows).scalars())
 
 
-def upsert_status(s: Session, agent_id: int, at: datetime, snapshot: dict[str, Any]) -> None:
-    """The agent's latest health snapshot: insert or replace its one row (never older over newer)."""
+def upsert_status(s: Session, rows: Iterable[tuple[int, datetime, dict[str, Any]]]) -> None:
+    """Agents' latest health snapshots: insert or replace each agent's one row (never older over newer)."""
     from hisguard.server.storage.models import AgentStatus
 
+    params = [{"agent_id": agent_id, "at": at, "snapshot": snapshot} for agent_id, at, snapshot in rows]
+    if not params:
+        return
     dialect = s.get_bind().dialect.name
     stmt = _UPSERT.get(dialect)
     if stmt is None and dialect in ("postgresql", "sqlite"):
@@ -117,13 +121,14 @@ def upsert_status(s: Session, agent_id: int, at: datetime, snapshot: dict[str, A
             where=table.c.at <= ins.excluded.at,
         )
     if stmt is not None:
-        s.execute(stmt, {"agent_id": agent_id, "at": at, "snapshot": snapshot})
+        s.execute(stmt, params)
         return
-    row = s.get(AgentStatus, agent_id)
-    if row is None:
-        s.add(AgentStatus(agent_id=agent_id, at=at, snapshot=snapshot))
-    elif row.at <= at:
-        row.at, row.snapshot = at, snapshot
+    for p in params:
+        row = s.get(AgentStatus, p["agent_id"])
+        if row is None:
+            s.add(AgentStatus(**p))
+        elif row.at <= p["at"]:
+            row.at, row.snapshot = p["at"], p["snapshot"]
 
 
 _UPSERT: dict[str, Any] = {}
