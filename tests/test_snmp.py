@@ -322,3 +322,23 @@ async def test_a_device_that_cannot_be_read_marks_the_round_partial(sim, tmp_pat
     assert not c.partial
     await probe(Config(devices=[dev(sim, "access"), dev(sim, "gone", retries=0, timeout=0.5)]), c)
     assert c.partial  # the agent keeps the unread device's conditions as they were
+
+
+def test_snmpv3_ciphers_load_only_when_a_v3_device_is_polled(sim, tmp_path):
+    code = (
+        "import sys, asyncio; sys.modules['pysmi'] = None\n"
+        "from pathlib import Path\n"
+        "from hisguard.checks.base import ProbeContext\n"
+        "from hisguard.checks.snmp import Config, probe\n"
+        f"ctx = ProbeContext(host='a', state_dir=Path({str(tmp_path)!r}))\n"
+        "def run(**kw):\n"
+        f"    d = {{'name': 'access', 'address': {SIM_ADDR!r}, 'port': {sim.port}, 'community': 'access', **kw}}\n"
+        "    obs = asyncio.run(probe(Config(devices=[d]), ctx))\n"
+        "    return [o.ok for o in obs if o.check == 'snmp.reachable'], 'cryptography' in sys.modules\n"
+        "print('imported', 'cryptography' in sys.modules)\n"
+        "print('v2c', *run())\n"
+        f"v3 = {{'user': {V3_USER!r}, 'auth_key': {V3_AUTH!r}, 'priv_key': {V3_PRIV!r}, 'context': 'access'}}\n"
+        "print('v3', *run(version='3', v3=v3))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["imported False", "v2c [True] False", "v3 [True] True"], out.stderr[-2000:]

@@ -7,9 +7,22 @@ Numeric OIDs only and no MIB lookups (no MIB compiler needed). Every failure bec
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+# pysnmp imports its ciphers (the `cryptography` package, ~7 MB resident) up front although only
+# SNMPv3 privacy uses them: they are held back here and loaded by `enable_privacy()` when a v3
+# user is configured. A process that already has `cryptography` loaded imports pysnmp as is.
+_PRIV_MODULES = (
+    "pysnmp.proto.secmod.rfc3826.priv.aes",
+    "pysnmp.proto.secmod.rfc3414.priv.des",
+    "pysnmp.proto.secmod.eso.priv.des3",
+)
+_HOLD_CIPHERS = "cryptography" not in sys.modules
+if _HOLD_CIPHERS:
+    sys.modules["cryptography"] = None  # type: ignore[assignment]
 try:
     from pyasn1.type.univ import Null
     from pysnmp.hlapi.v3arch.asyncio import (
@@ -43,6 +56,28 @@ except ImportError as exc:  # installed without the snmp extra: every request sa
     PRIV_PROTOCOLS: dict[str, Any] = {}
 else:
     _MISSING = None
+finally:
+    if _HOLD_CIPHERS and sys.modules.get("cryptography", 0) is None:
+        del sys.modules["cryptography"]
+_privacy = not _HOLD_CIPHERS
+
+
+def enable_privacy() -> None:
+    """Load SNMPv3's ciphers (AES, DES) into pysnmp; the first SNMPv3 user configured calls this."""
+    global _privacy
+    if _privacy or _MISSING is not None:
+        return
+    try:
+        import cryptography.hazmat.primitives.ciphers  # noqa: F401
+    except ImportError as exc:
+        raise SnmpError(f"SNMPv3 privacy needs the cryptography package ({exc}): pip install 'hisguard[snmp]'") from exc
+    for name in _PRIV_MODULES:  # re-run their imports, now that the ciphers can load
+        module = sys.modules.get(name)
+        if module is not None:
+            importlib.reload(module)
+            if getattr(module, "PysnmpCryptoError", False):
+                raise SnmpError(f"SNMPv3 privacy: {name} cannot load its ciphers")
+    _privacy = True
 
 
 class SnmpError(Exception):
@@ -92,6 +127,8 @@ def auth_data(cred: Credentials) -> Any:
     data = _auth_cache.get(cred)
     if data is None:
         if cred.version == "3":
+            if cred.priv_key:
+                enable_privacy()
             data = UsmUserData(
                 cred.user,
                 authKey=cred.auth_key,

@@ -23,7 +23,7 @@ from pysnmp.entity.rfc3413 import ntfrcv
 
 from hisguard.checks.base import Emit, Observation, ProbeContext
 from hisguard.checks.snmp import Config, Device, oids, restart_observations, state
-from hisguard.checks.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, engine
+from hisguard.checks.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, enable_privacy, engine
 
 log = logging.getLogger("hisguard.snmp.traps")
 
@@ -256,6 +256,8 @@ class TrapReceiver:
         config.add_transport(eng, _DOMAIN, self.transport)
         for i, community in enumerate(self.cfg.trap_communities):
             config.add_v1_system(eng, f"hg-trap-{i}", community)
+        if self.cfg.trap_users:
+            enable_privacy()
         for u in self.cfg.trap_users:
             config.add_v3_user(
                 eng,
