@@ -46,6 +46,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hisguard.agent.memory import limit_arenas
     from hisguard.agent.runtime import Agent
 
     cfg = _load(args.config)
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _logging(cfg.agent.log_level)
+    limit_arenas()  # before the first worker thread
     agent = Agent(cfg)
     try:
         asyncio.run(agent.run())

@@ -17,6 +17,7 @@ from hisguard.agent.classify import Failing, Incident, classify, functions
 from hisguard.agent.config import AgentConfig, ProbeJob
 from hisguard.agent.debounce import Debouncer
 from hisguard.agent.delivery import Sender
+from hisguard.agent.memory import release, settle
 from hisguard.agent.store import StateStore
 from hisguard.checks.base import Impact, Observation, ProbeContext, ProbeError
 from hisguard.report import Heartbeat, IncidentEvent, utcnow
@@ -244,9 +245,11 @@ class Agent:
                 await asyncio.sleep(5)
 
     async def _heartbeat_loop(self) -> None:
+        settle()  # start-up is over: its garbage goes back to the system
         while True:
             self.enqueue_heartbeat()
             await asyncio.sleep(self.cfg.agent.heartbeat_interval)
+            release()  # what the rounds since the last heartbeat freed
 
     async def run(self) -> None:
         self.sender = Sender(self.cfg, self.store, self.cfg.token)
