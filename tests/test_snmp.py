@@ -342,3 +342,26 @@ def test_snmpv3_ciphers_load_only_when_a_v3_device_is_polled(sim, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.splitlines() == ["imported False", "v2c [True] False", "v3 [True] True"], out.stderr[-2000:]
+
+
+def test_engine_takes_its_mib_modules_from_the_bytecode_cache(sim, tmp_path):
+    code = (
+        "import builtins, sys, asyncio; sys.modules['pysmi'] = None\n"
+        "compiled = []\n"
+        "real = builtins.compile\n"
+        "def spy(src, name, *a, **k):\n"
+        "    compiled.append(str(name))\n"
+        "    return real(src, name, *a, **k)\n"
+        "from hisguard.checks.snmp.client import Credentials, Session, engine\n"
+        "builtins.compile = spy\n"
+        "async def go():\n"
+        "    engine()\n"
+        f"    s = Session({SIM_ADDR!r}, {sim.port}, Credentials('2c', community='access'), 2.0, 1)\n"
+        "    return await s.get(['1.3.6.1.2.1.1.5.0'])\n"
+        "print(list(asyncio.run(go()).values())[0])\n"
+        "print(len([n for n in compiled if 'mibs' in n]))\n"
+    )
+    # Python writes the cache on first use; the second run must compile nothing.
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["access", "0"], out.stderr[-2000:]
