@@ -8,17 +8,23 @@ import logging
 import sys
 import unicodedata
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hisguard import __version__
-from hisguard.agent.config import AgentConfig, load_config
+from hisguard.agent.memory import skip_pydantic_plugins
 from hisguard.agent.service import add_arguments as service_arguments
 from hisguard.plan import Trigger
 from hisguard.tomlconfig import ConfigError
+
+if TYPE_CHECKING:
+    from hisguard.agent.config import AgentConfig
 
 EXIT_CONFIG = 2
 
 
 def _load(path: str) -> AgentConfig:
+    from hisguard.agent.config import load_config  # after skip_pydantic_plugins() (main)
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -207,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    skip_pydantic_plugins()  # before the configuration's models are built
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

@@ -1,9 +1,14 @@
-"""Keeping the agent's resident memory small on glibc (Linux): fewer malloc arenas, freed pages returned.
+"""Keeping the agent's resident memory small.
 
-glibc gives each thread that allocates its own malloc arena (up to 8 per core), and keeps pages
-freed by start-up (imports, compiling pysnmp's MIB modules) mapped until asked to return them.
-The agent caps the arenas before its first thread starts and trims the heap after start-up and
-after each heartbeat. Elsewhere (Windows, musl) these calls do nothing and say so (False).
+glibc (Linux) gives each thread that allocates its own malloc arena (up to 8 per core), and keeps
+pages freed by start-up mapped until asked to return them. The agent caps the arenas before its
+first thread starts and trims the heap after start-up and after each heartbeat. Elsewhere
+(Windows, musl) these calls do nothing and say so (False).
+
+pydantic looks for plugins (package entry points) when it builds its first model, importing
+importlib.metadata with email, zipfile, csv and the archive modules for it (~2 MB). The agent
+uses none: `skip_pydantic_plugins()`, called before any model is built, answers "no plugins"
+as PYDANTIC_DISABLE_PLUGINS=__all__ would, without the search.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import gc
 import logging
 import os
 import sys
+import types
 from typing import Any
 
 log = logging.getLogger("hisguard.agent.memory")
@@ -68,3 +74,17 @@ def settle() -> bool:
     gc.collect()
     gc.freeze()
     return release()
+
+
+PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def skip_pydantic_plugins() -> bool:
+    """No pydantic plugins in this process, and no search for them; True if in place (False: too late,
+    a model was built already and pydantic has looked)."""
+    if PYDANTIC_PLUGIN_LOADER in sys.modules:
+        return False
+    loader = types.ModuleType(PYDANTIC_PLUGIN_LOADER, "The agent loads no pydantic plugins.")
+    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    sys.modules[PYDANTIC_PLUGIN_LOADER] = loader
+    return True

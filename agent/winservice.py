@@ -54,6 +54,9 @@ class AgentRunner:
         self.started = threading.Event()
 
     def run(self) -> None:
+        from hisguard.agent.memory import skip_pydantic_plugins
+
+        skip_pydantic_plugins()  # before the configuration's models are built
         from hisguard.agent.config import load_config
         from hisguard.agent.runtime import Agent
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,27 @@ def test_run_caps_the_arenas_before_the_agent_starts(tmp_path: Path, monkeypatch
     monkeypatch.setattr(runtime.Agent, "run", run)
     assert cli.main(["run", "-c", str(config(tmp_path))]) == 0
     assert order == ["limit_arenas", "run"]
+
+
+def test_the_agent_builds_its_models_without_searching_for_pydantic_plugins(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from hisguard.agent.cli import main\n"
+        f"rc = main(['check-config', '-c', {str(config(tmp_path))!r}])\n"
+        "loader = sys.modules['pydantic.plugin._loader']\n"
+        "print(rc, 'importlib.metadata' in sys.modules, tuple(loader.get_plugins()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.stdout.splitlines()[-1] == "0 False ()", out.stderr[-2000:]
+
+
+def test_too_late_to_skip_the_plugin_search_is_said_and_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import BaseModel
+
+    class Built(BaseModel):  # pydantic has looked for plugins by now
+        n: int = 0
+
+    before = sys.modules[memory.PYDANTIC_PLUGIN_LOADER]
+    assert memory.skip_pydantic_plugins() is False
+    assert sys.modules[memory.PYDANTIC_PLUGIN_LOADER] is before
+    assert Built(n=2).n == 2
