@@ -101,13 +101,15 @@ def start_blackbox(tmp: Path) -> subprocess.Popen[bytes] | None:
     )
 
 
-def agent_python() -> str:
-    """An agent-only install (`pip install hisguard`, no server or test extras), as on a hospital server."""
+def agent_python(extras: str = "") -> str:
+    """An agent-only install (`pip install hisguard`, no server or test extras), as on a hospital server;
+    `extras` adds agent extras (e.g. "snmp")."""
     venv = ROOT / "bench" / ".venv-agent"
     py = venv / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", str(ROOT)], check=True,
+    target = f"{ROOT}[{extras}]" if extras else str(ROOT)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", target], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return str(py)
 

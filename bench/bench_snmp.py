@@ -5,8 +5,9 @@
    snmpsim, per process (what a cron-style poller pays each time).
 2. A whole warm probe round of that switch (status, uplink counters, CPU/memory/temperature).
 3. Agent resident memory: `hisguard-agent run` with host+ping jobs, and with an SNMP job (four
-   devices, trap receiver on) added. pysmi is hidden from the agent, as on a deployed agent
-   (it is a test-only dependency; pysnmp loads it when present).
+   devices, trap receiver on) added, from an agent-only install (bench/.venv-agent, built by
+   bench_agent.agent_python with the snmp extra), as on a hospital server. pysmi is hidden from
+   the agent, as on a deployed agent (it is a test-only dependency; pysnmp loads it when present).
 
 Run: .venv/bin/python bench/bench_snmp.py   (needs snmpsim from the test extra and Debian `snmp`)
 """
@@ -28,6 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_agent import agent_python  # noqa: E402
 from hisguard.checks.base import ProbeContext  # noqa: E402
 from hisguard.checks.snmp import Config, oids, poll_device  # noqa: E402
 from hisguard.checks.snmp.client import Credentials, Session  # noqa: E402
@@ -132,12 +134,13 @@ kind = "ups"
 LAUNCH = "import sys; sys.modules['pysmi'] = None; from hisguard.agent.cli import main; sys.exit(main())"
 
 
-def agent_rss(config_text: str, seconds: float = 8.0) -> tuple[float, float]:
+def agent_rss(python: str, config_text: str, seconds: float = 8.0) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(prefix="hg-bench-"))
     cfg = work / "agent.toml"
     cfg.write_text(config_text.replace("{state}", str(work / "state")), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "run", "-c", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=(work / "agent.log").open("wb"))  # fmt: skip
+    # Run from the scratch directory: from the source tree, `-c` would import its hisguard/ instead.
+    proc = subprocess.Popen([python, "-c", LAUNCH, "run", "-c", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=(work / "agent.log").open("wb"), cwd=work)  # fmt: skip
     try:
         p = psutil.Process(proc.pid)
         peak = 0.0
@@ -188,9 +191,10 @@ def main() -> None:
         print(f"  whole warm probe round of the switch  {ms(whole)}  (status, uplink counters, CPU/mem/temp)")
         base = AGENT
         with_snmp = AGENT + SNMP.format(port=sim.port, trap_port=free_udp_port())
-        now0, peak0 = agent_rss(base)
-        now1, peak1 = agent_rss(with_snmp)
-        print("Agent resident memory (hisguard-agent run, 8 s, rounds every 2 s):")
+        python = agent_python("snmp")
+        now0, peak0 = agent_rss(python, base)
+        now1, peak1 = agent_rss(python, with_snmp)
+        print("Agent resident memory (hisguard-agent run, agent-only install, 8 s, rounds every 2 s):")
         print(f"  host + ping jobs                      {now0:6.1f} MiB (peak {peak0:.1f})")
         print(f"  + SNMP job, 4 devices, trap receiver  {now1:6.1f} MiB (peak {peak1:.1f})  (target < 50 MiB)")
         result(
