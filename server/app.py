@@ -80,13 +80,12 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
     app.state.settings = settings
     from hisguard.server import security
 
+    reports.install(app)  # agents' reports: a lane of their own, inside the security edge below
     security.install(app, settings.security)  # size and rate limits, security headers, 503 when storage fails
     app.state.db = Database(settings.db_url)
     app.state.intake = Intake(app.state.db)
     app.state.clock_runner = ClockRunner(app.state.db, cases.on_clock, settings.clock_interval)
     app.state.dispatcher = Dispatcher(app.state.db, settings)
-    app.include_router(reports.router, prefix=API_PREFIX)
-    reports.document(app)
     app.include_router(incidents.router, prefix=API_PREFIX)
     app.include_router(cases_api.router, prefix=API_PREFIX)
     app.include_router(ops.router, prefix=API_PREFIX)

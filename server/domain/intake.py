@@ -64,8 +64,9 @@ class Intake:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.received = 0  # batches submitted
         self.groups = 0  # transactions written (for /metrics and the benchmark)
-        self.batches = 0
+        self.batches = 0  # batches stored
 
     async def submit(self, token: str, batch: ReportBatch) -> BatchAccepted:
         """Store the batch; return once it is committed. Raises Refused when it was not stored."""
@@ -77,6 +78,7 @@ class Intake:
                 raise Refused(503, "server busy; keep the reports and retry")
             self._jobs.append(job)
             self._queued_items += job.size
+            self.received += 1
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name="hisguard-intake", daemon=True)
