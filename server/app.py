@@ -60,7 +60,14 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
             asyncio.create_task(_watchdog(app)),
             asyncio.create_task(app.state.clock_runner.run()),
             asyncio.create_task(app.state.dispatcher.run()),
-            asyncio.create_task(history.run(app.state.db, settings.history_retention_days, settings.history_interval)),
+            asyncio.create_task(
+                history.run(
+                    app.state.db,
+                    settings.history_retention_days,
+                    settings.history_interval,
+                    settings.receipt_retention_days,
+                )
+            ),
         ]
         yield
         await run_in_threadpool(app.state.intake.stop)  # what agents are waiting on is written first

@@ -36,22 +36,22 @@ class Contact(BaseModel):
 class SiteSettings(BaseModel):
     """One hospital: its contacts, on-call tiers and activation policy. In the server's TOML:
 
-        [server]
-        vendor_city = "郑州"                    # 2.9: the vendor's home city
-        [server.notify]
-        smtp_host = "mail.vendor.example"
-        [server.sites.renmin]
-        name_zh = "人民医院"
-        tiers = [["li"], ["zhao"], ["mgr"]]      # escalation order when nobody acknowledges
-        managers = ["mgr"]
-        hospital = ["xxk"]
-        urgent_triggers = [3, 4]                # urgent database / data-loss cases also start the plan
-        plan_file = "/etc/hisguard/renmin-plan.toml"
-        city = "洛阳"                           # outside vendor_city: go by chartered or service car
-        [server.sites.renmin.contacts.li]
-        email = "li@vendor.example"
-        [server.sites.renmin.contacts.xxk]
-        wecom = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
+    [server]
+    vendor_city = "郑州"                    # 2.9: the vendor's home city
+    [server.notify]
+    smtp_host = "mail.vendor.example"
+    [server.sites.renmin]
+    name_zh = "人民医院"
+    tiers = [["li"], ["zhao"], ["mgr"]]      # escalation order when nobody acknowledges
+    managers = ["mgr"]
+    hospital = ["xxk"]
+    urgent_triggers = [3, 4]                # urgent database / data-loss cases also start the plan
+    plan_file = "/etc/hisguard/renmin-plan.toml"
+    city = "洛阳"                           # outside vendor_city: go by chartered or service car
+    [server.sites.renmin.contacts.li]
+    email = "li@vendor.example"
+    [server.sites.renmin.contacts.xxk]
+    wecom = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -166,6 +166,12 @@ class ServerSettings(BaseModel):
     # Probe history for the console's charts (server/domain/history.py): 5-minute averages after a day.
     history_retention_days: float = Field(30.0, gt=0, le=3650, description="Days of health samples kept")
     history_interval: float = Field(600.0, gt=0, le=86400, description="Seconds between history compactions")
+    receipt_retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Days a report item's id is remembered (a resend within them is a repeat); pruned with history",
+    )
     vendor_city: str | None = Field(None, description="The vendor's home city (2.9: outside it, travel by car)")
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description='Per hospital; the key "*" is the default for sites not listed'

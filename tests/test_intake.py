@@ -6,12 +6,13 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, update
 
 from hisguard.report import utcnow
 from hisguard.server.app import create_app
@@ -253,3 +254,19 @@ def test_the_writer_thread_ends_when_stopped_and_starts_again_on_demand(server: 
     assert server.intake._thread is None
     assert asyncio.run(one()) == 200  # a fresh event loop and a fresh writer
     assert server.count(HealthSample) == 2
+
+
+def test_old_receipts_are_forgotten_in_chunks_and_recent_ones_kept(server: Server) -> None:
+    token = server.agent("his-db-01")
+
+    async def send(n: int) -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(server.app), base_url="http://t") as c:
+            return (await server.post(c, token, "his-db-01", [heartbeat() for _ in range(n)])).status_code
+
+    assert asyncio.run(send(5)) == 200
+    with server.db.session() as s:
+        s.execute(update(Receipt).values(received_at=utcnow() - timedelta(days=40)))
+    assert asyncio.run(send(3)) == 200
+    assert ingest.prune_receipts(server.db, utcnow() - timedelta(days=30), chunk=2) == 5
+    assert server.count(Receipt) == 3
+    assert "ix_receipts_received_at" in {i["name"] for i in inspect(server.db.engine).get_indexes("receipts")}

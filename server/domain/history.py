@@ -124,15 +124,19 @@ def count(s: Session, agent_id: int | None = None) -> int:
     return int(s.scalar(q) or 0)
 
 
-async def run(db: Database, retention_days: float, interval_s: float) -> None:
-    """The app's periodic compaction (one thread-pool call per pass; errors are logged, never fatal)."""
+async def run(db: Database, retention_days: float, interval_s: float, receipt_days: float = 30.0) -> None:
+    """The app's periodic compaction, and forgetting old report receipts (errors are logged, never fatal)."""
     from hisguard.report import utcnow
+    from hisguard.server.domain.ingest import prune_receipts
 
     while True:
         try:
             stats = await asyncio.to_thread(compact, db, utcnow(), timedelta(days=retention_days))
             if stats["pruned"] or stats["read"]:
                 log.info("health history compacted: %s", stats)
+            forgotten = await asyncio.to_thread(prune_receipts, db, utcnow() - timedelta(days=receipt_days))
+            if forgotten:
+                log.info("forgot %d report receipts older than %g days", forgotten, receipt_days)
         except Exception:
             log.exception("health history compaction failed")
         await asyncio.sleep(interval_s)

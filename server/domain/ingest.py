@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, or_, select, update
+from sqlalchemy import String, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from hisguard.plan import Text, Trigger, scope_for, severity_for
 from hisguard.report import Heartbeat, IncidentEvent, ReportBatch, utcnow
 from hisguard.server.domain import cases, clocks, incidents, outbreak
 from hisguard.server.domain.tokens import Principal
-from hisguard.server.storage.db import claim_receipts, upsert_status
-from hisguard.server.storage.models import Agent, HealthSample, Incident
+from hisguard.server.storage.db import Database, claim_receipts, upsert_status
+from hisguard.server.storage.models import Agent, HealthSample, Incident, Receipt
 
 SILENT_KEY = "agent-silent/{agent}"
 SILENT_TITLE = Text("监测代理 {agent} 失联：服务器宕机或网络中断", "Agent {agent} is silent: server down or cut off")
@@ -181,6 +181,19 @@ _AGENT_SEEN = (
     )
 )
 HEALTH_INSERT = HealthSample.__table__.insert()
+
+
+def prune_receipts(db: Database, before: datetime, chunk: int = 5000) -> int:
+    """Forget item ids received before `before`, a chunk a transaction (ingest never waits long)."""
+    table = Receipt.__table__
+    oldest = select(table.c.id).where(table.c.received_at < before).limit(chunk)
+    total = 0
+    while True:
+        with db.write_session() as s:
+            n = s.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount
+        total += n
+        if n < chunk:
+            return total
 
 
 def raise_silent_agents(

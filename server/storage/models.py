@@ -132,6 +132,8 @@ class Receipt(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     received_at: Mapped[datetime]
 
+    __table_args__ = (Index("ix_receipts_received_at", "received_at"),)  # retention deletes by age
+
 
 # --- The emergency-plan engine: cases, plan instances and steps, clocks, notifications, audit ---
 
