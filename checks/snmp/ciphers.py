@@ -57,6 +57,7 @@ class _Context:
 
     def __init__(self, kind: str, key: bytes, iv: bytes, encrypt: bool) -> None:
         assert _lib is not None
+        self._ctx: int | None = None
         if kind == "aes":
             if len(key) not in (16, 24, 32):
                 raise CipherError(f"AES key of {len(key)} bytes")
