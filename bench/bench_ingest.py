@@ -130,16 +130,13 @@ class Conn:
         ).encode()
         try:
             self.writer.write(head + body)
-            status_line = await self.reader.readline()
-            status = int(status_line.split()[1])
-            length = 0
-            while (line := await self.reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
+            block = await self.reader.readuntil(b"\r\n\r\n")  # status line and headers, in one read
+            status = int(block[9:12])
+            at = block.lower().find(b"\r\ncontent-length:")
+            length = int(block[at + 17 : block.index(b"\r\n", at + 2)]) if at >= 0 else 0
             data = await self.reader.readexactly(length)
             return status, data
-        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, IndexError, ValueError):
             self.writer.close()
             self.writer = None
             return 0, b""
@@ -273,6 +270,7 @@ async def saturate(args: argparse.Namespace, agents_conf: list[dict[str, str]]) 
 
     async def sender(conn: Conn) -> None:
         while (now := loop.time()) < end:
+            sent = time.monotonic()  # (the loop's clock may tick in whole milliseconds)
             n = next(counter)
             agent = agents_conf[n % len(agents_conf)]
             item = _item("incident" if rng.random() < args.incident_share else "heartbeat", n)
@@ -284,7 +282,7 @@ async def saturate(args: argparse.Namespace, agents_conf: list[dict[str, str]]) 
             if status != 200:
                 errors[status] = errors.get(status, 0) + 1
             elif now >= measure_from:
-                latency.append(loop.time() - now)
+                latency.append(time.monotonic() - sent)
 
     await asyncio.gather(*(sender(c) for c in conns))
     lat = sorted(latency)
@@ -409,6 +407,8 @@ def run_step(
         str(args.warmup),
         "--connections",
         str(args.connections),
+        "--incident-share",
+        str(args.incident_share),
     ]
     if naive:
         cmd.append("--naive")
@@ -520,7 +520,13 @@ def main() -> None:
     if args.generate:
         agents_conf = json.loads(Path(args.agents_file).read_text())
         run = saturate if args.closed else generate
-        print(json.dumps(asyncio.run(run(args, agents_conf))))
+        try:  # the generator must stay cheap next to the server it measures: uvloop where installed
+            import uvloop
+
+            result = uvloop.run(run(args, agents_conf))
+        except ImportError:
+            result = asyncio.run(run(args, agents_conf))
+        print(json.dumps(result))
         return
     args.rates = [float(r) for r in args.rates.split(",")]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]

@@ -25,6 +25,7 @@ from hisguard.server.settings import ServerSettings
 from hisguard.server.storage.db import Database
 
 log = logging.getLogger("hisguard.server")
+SHUTDOWN_S = 10.0
 
 
 async def _watchdog(app: FastAPI) -> None:
@@ -70,12 +71,13 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
             ),
         ]
         yield
-        await run_in_threadpool(app.state.intake.stop)  # what agents are waiting on is written first
+        # What agents are waiting on is written first (bounded: a stop must never hang).
+        await asyncio.to_thread(app.state.intake.stop, SHUTDOWN_S)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_S)
+        if stuck:
+            log.warning("%d background tasks did not stop within %g s", len(stuck), SHUTDOWN_S)
         app.state.db.dispose()
 
     app = FastAPI(
@@ -90,7 +92,7 @@ def create_app(settings: ServerSettings | None = None, clock: Clock | None = Non
     reports.install(app)  # agents' reports: a lane of their own, inside the security edge below
     security.install(app, settings.security)  # size and rate limits, security headers, 503 when storage fails
     app.state.db = Database(settings.db_url)
-    app.state.intake = Intake(app.state.db)
+    app.state.intake = Intake(app.state.db, settings.ingest_writers)
     app.state.clock_runner = ClockRunner(app.state.db, cases.on_clock, settings.clock_interval)
     app.state.dispatcher = Dispatcher(app.state.db, settings)
     app.include_router(incidents.router, prefix=API_PREFIX)

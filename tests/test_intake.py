@@ -249,9 +249,10 @@ def test_the_writer_thread_ends_when_stopped_and_starts_again_on_demand(server: 
             return (await server.post(c, token, "his-db-01", [heartbeat()])).status_code
 
     assert asyncio.run(one()) == 200
-    assert any(t.name == "hisguard-intake" for t in threading.enumerate())
+    assert server.intake.writers == 1 and server.intake.running == 1  # SQLite: one writer
+    assert any(t.name.startswith("hisguard-intake") for t in threading.enumerate())
     server.intake.stop()
-    assert server.intake._thread is None
+    assert server.intake.running == 0
     assert asyncio.run(one()) == 200  # a fresh event loop and a fresh writer
     assert server.count(HealthSample) == 2
 

@@ -26,7 +26,7 @@ from hisguard.plan import (
     business_function,
     functions_of,
 )
-from hisguard.server.domain import clocks, workflow
+from hisguard.server.domain import clocks, incidents, workflow
 from hisguard.server.domain.tokens import Principal
 from hisguard.server.notify import outbox
 from hisguard.server.notify.outbox import Message
@@ -110,9 +110,14 @@ _INCIDENTS_OF = (
     .order_by(Incident.opened_at, Incident.id)
 )
 _UNLINKED_OPEN = (
-    select(Incident.id)
+    select(Incident.site, Incident.id)
     .outerjoin(CaseIncident, CaseIncident.incident_id == Incident.id)
-    .where(Incident.site == bindparam("site"), Incident.status == "open", CaseIncident.case_id.is_(None))
+    .where(
+        Incident.site.in_(bindparam("sites", expanding=True)),
+        Incident.status == "open",
+        CaseIncident.case_id.is_(None),
+    )
+    .order_by(Incident.id)
 )
 
 
@@ -122,6 +127,8 @@ def _open_linked(s: Session, site: str) -> list[Row[Any]]:
 
 
 def case_of(s: Session, incident_id: int) -> Case | None:
+    if incident_id in s.info.get(incidents.UNLINKED, ()):
+        return None
     link = s.get(CaseIncident, incident_id)
     return s.get(Case, link.case_id) if link else None
 
@@ -130,9 +137,12 @@ def incidents_of(s: Session, case_id: int) -> list[Incident]:
     return list(s.scalars(_INCIDENTS_OF, {"case_id": case_id}))
 
 
-def unlinked_open(s: Session, site: str) -> list[int]:
-    """Open incidents of a site not yet in a case (e.g. opened by a server-side correlation)."""
-    return list(s.scalars(_UNLINKED_OPEN, {"site": site}))
+def unlinked_open(s: Session, sites: Iterable[str]) -> dict[str, list[int]]:
+    """Open incidents of these sites not yet in a case (e.g. opened by a server-side correlation), by site."""
+    out: dict[str, list[int]] = {}
+    for site, incident_id in s.execute(_UNLINKED_OPEN, {"sites": list(sites)}):
+        out.setdefault(site, []).append(incident_id)
+    return out
 
 
 def _new_case(s: Session, inc: Incident, at: datetime) -> Case:
@@ -163,7 +173,9 @@ def _new_case(s: Session, inc: Incident, at: datetime) -> Case:
 
 
 def _link(s: Session, case: Case, inc: Incident, reason: str, at: datetime) -> None:
-    link = s.get(CaseIncident, inc.id)
+    fresh = s.info.get(incidents.UNLINKED, set())
+    link = None if inc.id in fresh else s.get(CaseIncident, inc.id)
+    fresh.discard(inc.id)
     if link is None:
         s.add(CaseIncident(incident_id=inc.id, case_id=case.id, linked_at=at, reason=reason))
     elif link.case_id != case.id:

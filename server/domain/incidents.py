@@ -17,6 +17,10 @@ _FIND_OPEN = select(Incident).where(
 )
 
 
+# Session.info key: ids of incidents this transaction opened and no case has taken yet (spares a lookup).
+UNLINKED = "hisguard.unlinked_incidents"
+
+
 def find_open(s: Session, site: str, key: str) -> Incident | None:
     return s.scalar(_FIND_OPEN, {"site": site, "key": key})
 
@@ -33,6 +37,7 @@ def open_or_update(s: Session, site: str, agent_id: int | None, fields: dict[str
         )
         s.add(inc)
         s.flush()
+        s.info.setdefault(UNLINKED, set()).add(inc.id)  # new in this transaction: in no case yet
         return inc
     inc.severity = Severity(inc.severity).raised_to(Severity(fields["severity"])).value
     for name in ("trigger", "scope", "host", "department", "title_zh", "title_en", "evidence", "functions"):

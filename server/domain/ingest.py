@@ -76,12 +76,14 @@ def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) ->
                 beats.append((who, item))
     for site, inc in _heartbeats(s, beats, now):
         touched.setdefault(site, []).append(inc)
-    for site in dict.fromkeys([*touched, *eventful]):
-        changed = touched.get(site, [])
-        changed.extend(outbreak.correlate(s, site, changed))  # many hosts infected at once: trigger 5
-        # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
-        # Last: incidents opened by server-side correlation above are picked up as unlinked.
-        cases.sync(s, [*changed, *cases.unlinked_open(s, site)], clocks.now())
+    sites = list(dict.fromkeys([*touched, *eventful]))
+    for site in sites:
+        touched.setdefault(site, []).extend(outbreak.correlate(s, site, touched.get(site, [])))  # trigger 5
+    # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
+    # Last, so that incidents server-side correlation opened are picked up as unlinked (one query for all sites).
+    unlinked = cases.unlinked_open(s, sites) if sites else {}
+    for site in sites:
+        cases.sync(s, [*touched[site], *unlinked.get(site, [])], clocks.now())
     return results
 
 

@@ -56,13 +56,21 @@ _Outcome = BatchAccepted | Refused
 
 
 class Intake:
-    def __init__(self, db: Database, max_queued_items: int = 50_000) -> None:
+    """The queue of batches waiting to be written, and the writer threads that drain it.
+
+    SQLite has one writer at a time, so one thread; on PostgreSQL a transaction mostly waits on the
+    network, so a few threads write groups side by side (`writers`).
+    """
+
+    def __init__(self, db: Database, writers: int | None = None, max_queued_items: int = 50_000) -> None:
         self.db = db
+        self.writers = writers or (1 if db.is_sqlite else 4)
         self.max_queued_items = max_queued_items
         self._jobs: deque[_Job] = deque()
         self._queued_items = 0
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0  # writer threads waiting for work
         self._stopping = False
         self.received = 0  # batches submitted
         self.groups = 0  # transactions written (for /metrics and the benchmark)
@@ -79,29 +87,43 @@ class Intake:
             self._jobs.append(job)
             self._queued_items += job.size
             self.received += 1
-            if self._thread is None:
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="hisguard-intake", daemon=True)
-                self._thread.start()
+            self._stopping = False
+            if self._idle == 0 and len(self._threads) < self.writers:
+                thread = threading.Thread(target=self._run, name=f"hisguard-intake-{len(self._threads)}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
             self._cond.notify()
         return await job.future
 
+    @property
+    def running(self) -> int:
+        """Writer threads alive."""
+        with self._cond:
+            return len(self._threads)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, then end the writer thread."""
+        """Finish what is queued, then end the writer threads."""
         with self._cond:
             self._stopping = True
-            thread = self._thread
-            self._cond.notify()
-        if thread is not None:
+            threads = list(self._threads)
+            self._cond.notify_all()
+        for thread in threads:
             thread.join(timeout)
 
-    # -- the writer thread --------------------------------------------------------------------------
+    # -- the writer threads -------------------------------------------------------------------------
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
                 while not self._jobs:
-                    if self._stopping or (not self._cond.wait(IDLE_EXIT_S) and not self._jobs):
-                        self._thread = None
+                    if self._stopping:
+                        self._threads.discard(me)
+                        return
+                    self._idle += 1
+                    woken = self._cond.wait(IDLE_EXIT_S)
+                    self._idle -= 1
+                    if not woken and not self._jobs:
+                        self._threads.discard(me)
                         return
                 group = [self._jobs.popleft()]
                 items = group[0].size
