@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-# pysnmp imports its ciphers (the `cryptography` package, ~9 MB resident) up front although only
-# SNMPv3 privacy uses them. They are held back here; `enable_privacy()`, called when a v3 user is
-# configured, gives pysnmp the same ciphers from the interpreter's own OpenSSL (ciphers.py), or
-# `cryptography` where that cannot be reached.
+# pysnmp imports its ciphers (the `cryptography` package, ~7 MB resident) up front although only
+# SNMPv3 privacy uses them: they are held back here and loaded by `enable_privacy()` when a v3
+# user is configured. A process that already has `cryptography` loaded imports pysnmp as is.
 _PRIV_MODULES = (
     "pysnmp.proto.secmod.rfc3826.priv.aes",
     "pysnmp.proto.secmod.rfc3414.priv.des",
@@ -74,32 +73,24 @@ else:
 finally:
     if _HOLD_CIPHERS and sys.modules.get("cryptography", 0) is None:
         del sys.modules["cryptography"]
-_privacy = False
+_privacy = not _HOLD_CIPHERS
 
 
 def enable_privacy() -> None:
-    """Give pysnmp SNMPv3's ciphers (AES, DES, 3DES); the first SNMPv3 user configured calls this."""
+    """Load SNMPv3's ciphers (AES, DES) into pysnmp; the first SNMPv3 user configured calls this."""
     global _privacy
     if _privacy or _MISSING is not None:
         return
-    from hisguard.checks.snmp import ciphers
-
-    modules = [importlib.import_module(name) for name in _PRIV_MODULES]
-    if ciphers.available() and all(hasattr(m, "_cryptography_cipher") for m in modules):
-        aes, des, des3 = modules
-        for module, build in ((aes, ciphers.aes_cfb), (des, ciphers.des3_cbc), (des3, ciphers.des3_cbc)):
-            module._cryptography_cipher = build  # type: ignore[attr-defined]
-            module.PysnmpCryptoError = False  # type: ignore[attr-defined]
-    elif any(getattr(m, "PysnmpCryptoError", False) for m in modules):
-        try:
-            import cryptography.hazmat.primitives.ciphers  # noqa: F401
-        except ImportError as exc:
-            hint = "pip install 'hisguard[snmp]'"
-            raise SnmpError(f"SNMPv3 privacy needs the cryptography package ({exc}): {hint}") from exc
-        for module in modules:  # re-run their imports, now that the ciphers can load
+    try:
+        import cryptography.hazmat.primitives.ciphers  # noqa: F401
+    except ImportError as exc:
+        raise SnmpError(f"SNMPv3 privacy needs the cryptography package ({exc}): pip install 'hisguard[snmp]'") from exc
+    for name in _PRIV_MODULES:  # re-run their imports, now that the ciphers can load
+        module = sys.modules.get(name)
+        if module is not None:
             importlib.reload(module)
             if getattr(module, "PysnmpCryptoError", False):
-                raise SnmpError(f"SNMPv3 privacy: {module.__name__} cannot load its ciphers")
+                raise SnmpError(f"SNMPv3 privacy: {name} cannot load its ciphers")
     _privacy = True
 
 
