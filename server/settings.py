@@ -167,7 +167,7 @@ class ServerSettings(BaseModel):
     history_retention_days: float = Field(30.0, gt=0, le=3650, description="Days of health samples kept")
     history_interval: float = Field(600.0, gt=0, le=86400, description="Seconds between history compactions")
     ingest_writers: int | None = Field(
-        None, ge=1, le=32, description="Threads writing agents' report groups (default: 1 on SQLite, 4 on PostgreSQL)"
+        None, ge=1, le=32, description="Threads writing agents' report groups on PostgreSQL (SQLite: always 1)"
     )
     receipt_retention_days: float = Field(
         30.0,
