@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib
 import logging
 import os
 import sys
@@ -86,5 +87,15 @@ def skip_pydantic_plugins() -> bool:
         return False
     loader = types.ModuleType(PYDANTIC_PLUGIN_LOADER, "The agent loads no pydantic plugins.")
     loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+
+    def anything_else(name: str) -> Any:
+        # A pydantic release that wants more of its loader gets the real one (only the saving is lost).
+        if name.startswith("__"):
+            raise AttributeError(name)  # the import system's own probes
+        if sys.modules.get(PYDANTIC_PLUGIN_LOADER) is loader:
+            del sys.modules[PYDANTIC_PLUGIN_LOADER]
+        return getattr(importlib.import_module(PYDANTIC_PLUGIN_LOADER), name)
+
+    loader.__getattr__ = anything_else  # type: ignore[attr-defined]
     sys.modules[PYDANTIC_PLUGIN_LOADER] = loader
     return True

@@ -107,3 +107,19 @@ def test_too_late_to_skip_the_plugin_search_is_said_and_harmless(monkeypatch: py
     assert memory.skip_pydantic_plugins() is False
     assert sys.modules[memory.PYDANTIC_PLUGIN_LOADER] is before
     assert Built(n=2).n == 2
+
+
+def test_a_pydantic_wanting_more_of_its_plugin_loader_gets_the_real_one() -> None:
+    code = (
+        "import sys\n"
+        "from hisguard.agent.memory import PYDANTIC_PLUGIN_LOADER, skip_pydantic_plugins\n"
+        "assert skip_pydantic_plugins()\n"
+        "fake = sys.modules[PYDANTIC_PLUGIN_LOADER]\n"
+        "assert fake.get_plugins() == ()\n"
+        "real_attr = fake._plugins\n"  # an attribute only the real loader has
+        "assert sys.modules[PYDANTIC_PLUGIN_LOADER] is not fake\n"
+        "print('ok', real_attr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
