@@ -168,6 +168,7 @@ def _new_case(s: Session, inc: Incident, at: datetime) -> Case:
     )
     s.add(case)
     s.flush()
+    s.info.setdefault(clocks.NEW_CASES, set()).add(case.id)
     event(s, case, "opened", at, None, {"incident": inc.id, "severity": case.severity})
     return case
 
