@@ -56,6 +56,7 @@ def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) ->
     beats: list[tuple[Principal, Heartbeat]] = []
     touched: dict[str, list[int]] = {}  # per site, in order
     eventful: set[str] = set()  # sites whose batches carried incident events
+    detections: set[str] = set()  # … of trigger 5, the only ones outbreak correlation reads
     for who, batch in entries:
         site = who.site or ""
         done = Applied([str(item.id) for item in batch.items])
@@ -68,6 +69,8 @@ def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) ->
             claimed.discard(item_id)  # the same id twice: applied once
             if isinstance(item, IncidentEvent):
                 eventful.add(site)
+                if item.trigger == Trigger.VIRUS:
+                    detections.add(site)
                 inc = _incident(s, site, who.agent_id, item)
                 if inc is not None:
                     done.touched.append(inc)
@@ -78,12 +81,13 @@ def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) ->
         touched.setdefault(site, []).append(inc)
     sites = list(dict.fromkeys([*touched, *eventful]))
     for site in sites:
-        touched.setdefault(site, []).extend(outbreak.correlate(s, site, touched.get(site, [])))  # trigger 5
+        if site in detections:  # many hosts infected at once: trigger 5
+            touched.setdefault(site, []).extend(outbreak.correlate(s, site, touched.get(site, [])))
     # The plan: group into cases, activate, start clocks, queue notifications — in this same transaction.
     # Last, so that incidents server-side correlation opened are picked up as unlinked (one query for all sites).
     unlinked = cases.unlinked_open(s, sites) if sites else {}
     for site in sites:
-        cases.sync(s, [*touched[site], *unlinked.get(site, [])], clocks.now())
+        cases.sync(s, [*touched.get(site, []), *unlinked.get(site, [])], clocks.now())
     return results
 
 
