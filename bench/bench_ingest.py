@@ -500,7 +500,9 @@ def bench_target(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="naive,sqlite,pg2")
-    parser.add_argument("--rates", default="400,450,500,800,1200,1600,1700,1800,2000", help="offered reports/s per step")
+    parser.add_argument(
+        "--rates", default="400,450,500,800,1200,1600,1700,1800,2000", help="offered reports/s per step"
+    )
     parser.add_argument("--incident-share", type=float, default=0.1, help="share of reports that are incidents")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=2.0)
