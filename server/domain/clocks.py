@@ -88,16 +88,15 @@ _NEW_CLOCKS = "hisguard.new_case_clocks"
 
 def schedule(s: Session, case_id: int, name: str, due: datetime) -> CaseClock:
     """Create the clock once; a later call may only bring a pending clock forward (never push it back)."""
-    if case_id in s.info.get(NEW_CASES, ()):
-        created: dict[tuple[int, str], CaseClock] = s.info.setdefault(_NEW_CLOCKS, {})
-        row = created.get((case_id, name))
-    else:
-        created, row = {}, s.scalar(_CLOCK, {"case_id": case_id, "name": name})
+    new_case = case_id in s.info.get(NEW_CASES, ())
+    created: dict[tuple[int, str], CaseClock] = s.info.setdefault(_NEW_CLOCKS, {})
+    row = created.get((case_id, name)) if new_case else s.scalar(_CLOCK, {"case_id": case_id, "name": name})
     if row is None:
         row = CaseClock(case_id=case_id, name=name, due_at=due, status="pending")
         s.add(row)
         s.flush()
-        created[(case_id, name)] = row
+        if new_case:
+            created[(case_id, name)] = row
     elif row.status == "pending" and due < row.due_at:
         row.due_at = due
     return row

@@ -25,6 +25,13 @@ class WrongAgent(Exception):
     """The batch names another agent than the token's."""
 
 
+def wrong_agent(who: Principal, batch: ReportBatch) -> str | None:
+    """Why this token may not deliver this batch, if the batch names another agent."""
+    if batch.agent != who.name:
+        return f"this token belongs to agent {who.name!r}, not {batch.agent!r}"
+    return None
+
+
 @dataclass
 class Applied:
     """What one batch did: the item ids now stored, how many were repeats, incidents opened or changed."""
@@ -48,8 +55,8 @@ def apply_group(s: Session, entries: Sequence[tuple[Principal, ReportBatch]]) ->
     another agent than its token's.
     """
     for who, batch in entries:
-        if batch.agent != who.name:
-            raise WrongAgent(f"this token belongs to agent {who.name!r}, not {batch.agent!r}")
+        if mismatch := wrong_agent(who, batch):
+            raise WrongAgent(mismatch)
     now = utcnow()
     claimed = claim_receipts(s, [(str(item.id), who.agent_id) for who, batch in entries for item in batch.items], now)
     results: list[Applied] = []
