@@ -75,17 +75,23 @@ async def test_hung_probe_is_a_probe_failure_and_others_keep_their_schedule(agen
     agent.store.close()
 
 
-async def test_watcher_observations_are_classified_at_once_and_survive_rounds(tmp_path):
-    from hisguard.checks.base import Observation
-
+def ping_agent(tmp_path, name):
+    """An agent with one ping job (loopback, confirmed after one round) and the job."""
     path = tmp_path / "agent.toml"
     path.write_text(
-        '[agent]\nname = "w"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
+        f'[agent]\nname = "{name}"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
         "[[probe.ping]]\ninterval = 1\ntimeout = 1\nfail_after = 1\nfail_window = 1\n"
         'targets = [{ address = "127.0.0.1" }]\n'
     )
     agent = Agent(load_config(path))
     (job,) = agent.cfg.jobs
+    return agent, job
+
+
+async def test_watcher_observations_are_classified_at_once_and_survive_rounds(tmp_path):
+    from hisguard.checks.base import Observation
+
+    agent, job = ping_agent(tmp_path, "w")
     agent.emit(job, [Observation("ping.reachable", "198.18.9.9", False, name="陷阱报告的设备")])
     (inc,) = agent.current_incidents()
     assert inc.key == "w/ping.reachable/198.18.9.9" and list(agent.store.active()) == [inc.key]
@@ -120,14 +126,7 @@ def test_control_characters_in_a_subject_do_not_make_the_event_unsendable(tmp_pa
     from hisguard.checks.base import Observation
     from hisguard.report import IncidentEvent
 
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        '[agent]\nname = "c"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
-        "[[probe.ping]]\ninterval = 1\ntimeout = 1\nfail_after = 1\nfail_window = 1\n"
-        'targets = [{ address = "127.0.0.1" }]\n'
-    )
-    agent = Agent(load_config(path))
-    (job,) = agent.cfg.jobs
+    agent, job = ping_agent(tmp_path, "c")
     agent.emit(job, [Observation("ping.reachable", "GigabitEthernet0/1\x00\x1e", False)])
     (event,) = [p.body for p in agent.store.peek(10)]
     assert event["key"] == "c/ping.reachable/GigabitEthernet0/1??"

@@ -350,19 +350,15 @@ v3 = {{ user = "monitor", auth_key = "{SNMP_AUTH}", priv_protocol = "AES", priv_
             agent.start()
             wait_until(lambda: srv.incidents(), 30, interval=0.5, what="an incident from the agent")
             time.sleep(3)  # a few more rounds, heartbeats and deliveries at DEBUG
-            once = subprocess.run(
-                [sys.executable, "-m", "hisguard.agent.cli", "once", "-c", str(agent.config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                cwd=agent.workdir,
-            )
-            check = subprocess.run(
-                [sys.executable, "-m", "hisguard.agent.cli", "check-config", "-c", str(agent.config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                cwd=agent.workdir,
+            once, check = (
+                subprocess.run(
+                    [sys.executable, "-m", "hisguard.agent.cli", command, "-c", str(agent.config)],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    cwd=agent.workdir,
+                )
+                for command in ("once", "check-config")
             )
             api = "".join(
                 httpx.get(f"{srv.url}/api/v1{p}", headers={"Authorization": f"Bearer {srv.engineer_token}"}).text
