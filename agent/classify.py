@@ -328,12 +328,23 @@ FOLDS: list[Fold] = []
 
 # A service target's conditions, the one whose title speaks first (severity is the worst of them).
 SERVICE_CHECKS = ("service.answer", "service.cert.urgent", "service.cert", "service.latency")
-_OUTCOME_TEXT = {
-    "refused": Text("拒绝连接", "connection refused"),
-    "unreachable": Text("网络不可达", "unreachable"),
-    "timeout": Text("超时无应答，服务可能挂起", "no answer in time: hung?"),
-    "wrong_answer": Text("应答错误", "wrong answer"),
-}
+
+
+def _why(evidence: dict[str, Any]) -> Text | None:
+    """How a service failed to answer, in a few words for the title."""
+    outcome, error = evidence.get("outcome"), str(evidence.get("error") or "")[:120]
+    if outcome == "timeout":
+        t = evidence.get("timeout_s")
+        return Text(f"{t:g} 秒内无应答，服务可能挂起", f"no answer within {t:g}s: hung?")
+    if outcome == "refused":
+        return Text("拒绝连接", "connection refused")
+    if outcome == "unreachable":
+        return Text(f"网络不可达：{error}", f"unreachable: {error}")
+    if outcome == "wrong_answer":
+        return Text(f"应答错误：{error}", f"wrong answer: {error}")
+    return None
+
+
 MAX_KEY = 400  # the server's limit for an incident key
 
 
@@ -351,13 +362,9 @@ def merge_services(incidents: list[Incident]) -> list[Incident]:
         incs.sort(key=lambda i: SERVICE_CHECKS.index(i.evidence["check"]))
         lead = incs[0]
         title = lead.title
-        said = _OUTCOME_TEXT.get(str(lead.evidence.get("outcome")))
-        if lead.evidence["check"] == "service.answer" and said is not None:
-            error = str(lead.evidence.get("error") or "")[:120]
-            title = Text(
-                f"{title.zh}（{said.zh}{'：' + error if error else ''}）",
-                f"{title.en} ({said.en}{': ' + error if error else ''})",
-            )
+        said = _why(lead.evidence) if lead.evidence["check"] == "service.answer" else None
+        if said is not None:
+            title = Text(f"{title.zh}（{said.zh}）", f"{title.en} ({said.en})")
         key = f"{host}/service/{subject}"
         if len(key) > MAX_KEY:
             key = f"{host}/service/{hashlib.sha256(subject.encode()).hexdigest()[:32]}"

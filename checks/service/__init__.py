@@ -28,7 +28,7 @@ from hisguard.checks.base import Observation, ProbeContext
 from hisguard.checks.service.config import PROTOCOLS, Config, Target
 from hisguard.checks.service.result import OUTCOMES, NotChecked, Result, run
 
-__all__ = ["OUTCOMES", "PROTOCOLS", "Config", "Result", "Target", "check_target", "probe"]
+__all__ = ["OUTCOMES", "PROTOCOLS", "Config", "Result", "Target", "check_target", "observations", "probe"]
 
 
 def protocol(scheme: str) -> Any:
@@ -103,11 +103,6 @@ def observations(target: Target, cfg: Config, result: Result) -> list[Observatio
 
 
 async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
-    for scheme in {t.endpoint.scheme for t in cfg.targets}:  # imported before any clock starts
-        try:
-            protocol(scheme)
-        except ImportError:
-            pass  # reported per target
     gate = asyncio.Semaphore(cfg.concurrency)
 
     async def one(target: Target) -> list[Observation]:

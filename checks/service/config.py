@@ -307,6 +307,17 @@ class Config(ProbeConfig):
         return targets
 
     @model_validator(mode="after")
+    def _load_protocols(self) -> Config:
+        # Loaded with the configuration, not inside the first round: importing pynetdicom takes about a
+        # second, which would count against the first targets' deadlines.
+        for scheme in {t.endpoint.scheme for t in self.targets}:
+            try:
+                importlib.import_module(f"hisguard.checks.service.{PROTOCOLS[scheme]}")
+            except ImportError:
+                pass  # the target's url already says which package is missing
+        return self
+
+    @model_validator(mode="after")
     def _fits(self) -> Config:
         if self.cert_urgent_days >= self.cert_warn_days:
             raise ValueError("cert_urgent_days must be below cert_warn_days")

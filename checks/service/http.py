@@ -15,6 +15,7 @@ import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import anyio  # noqa: F401 - httpcore's asyncio backend, loaded now rather than within the first deadline
 import httpcore
 
 from hisguard import __version__

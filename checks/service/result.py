@@ -157,3 +157,24 @@ async def run(check: Awaitable[Answer], deadline: float) -> Result:
         return Result(outcome, elapsed() if outcome == "wrong_answer" else None, _clip(error))
     latency = answer.latency_ms if answer.latency_ms is not None else elapsed()
     return Result("answered", round(latency, 2), None, answer.detail, answer.cert)
+
+
+def summary(detail: dict[str, Any]) -> tuple[Text, str]:
+    """What `once` and `doctor` print for one target: the outcome in words, and its numbers."""
+    said = OUTCOMES.get(str(detail.get("outcome")), Text(str(detail.get("outcome")), str(detail.get("outcome"))))
+    bits = []
+    if detail.get("latency_ms") is not None:
+        bits.append(f"{detail['latency_ms']:.1f} ms")
+    elif detail.get("outcome") == "timeout":
+        bits.append(f"> {detail.get('timeout_s', 0):g} s")
+    if detail.get("status") is not None and detail.get("protocol") in ("http", "https"):
+        bits.append(f"HTTP {detail['status']}")
+    if detail.get("ack_code"):
+        bits.append(f"MSA|{detail['ack_code']}")
+    if detail.get("answers"):
+        bits.append(", ".join(detail["answers"][:3]))
+    if detail.get("cert_days_left") is not None:
+        bits.append(f"cert {detail['cert_days_left']:.1f} days left")
+    if detail.get("error"):
+        bits.append(str(detail["error"]))
+    return said, " · ".join(bits)
