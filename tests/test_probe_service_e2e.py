@@ -194,3 +194,48 @@ def test_doctor_names_each_service_that_does_not_answer(tmp_path: Path, server: 
     assert "[WARN] 服务 旧接口" in out and "拒绝连接" in out
     assert "HIS 应用服务" not in out.split("probe his")[1]  # the one answering is not a finding
     assert "防火墙" in out  # what to check, in words
+
+
+def test_console_shows_services_and_draws_their_latency(tmp_path: Path, server: ServerProc) -> None:
+    import re
+
+    import httpx
+
+    password = tmp_path / "pw"
+    password.write_text("console-password-1\n")
+    server.cli("user", "create", "--name", "eng-svc", "--role", "engineer", "--password-file", str(password))
+    with HttpPeer() as web, HungPeer() as hung:
+        ok, slow, silent = web.url("/ok"), web.url("/slow?ms=400"), f"http://127.0.0.1:{hung.port}/"
+        targets = [
+            f'{{ url = "{ok}", name = "HIS 应用服务", hospital_critical = true }}',
+            f'{{ url = "{slow}", name = "电子病历" }}',
+            f'{{ url = "{silent}", name = "HIS 接口服务" }}',
+        ]
+        token = server.agent_token("his-app-04", "renmin")
+        agent = AgentProc(tmp_path / "agent", agent_config(server, "his-app-04", token, targets)).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                page = c.get("/login").text
+                csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+                c.post("/login", data={"name": "eng-svc", "password": "console-password-1", "csrf": csrf})
+                agent_id = next(a["id"] for a in server.get("/agents") if a["name"] == "his-app-04")
+
+                def drawn() -> str | None:
+                    host = c.get(f"/hosts/{agent_id}").text
+                    lines = re.findall(r'data-chart="service_latency".*?</figure>', host, re.S)
+                    return (
+                        lines[0]
+                        if lines and lines[0].count('data-count="') == 2 and 'data-count="1"' not in lines[0]
+                        else None
+                    )
+
+                chart = wait_until(drawn, 30, interval=0.5, what="two samples of each service's latency")
+                site = c.get("/sites/renmin").text
+        finally:
+            agent.stop()
+    names = re.findall(r'<polyline class="series" data-name="([^"]+)"', chart)
+    assert sorted(names) == sorted([f"service.answer/{ok}", f"service.answer/{slow}"])  # no answer, no latency
+    assert "服务响应时间 ms" in chart
+    rows = {url: css for css, url in re.findall(r'<tr class="([^"]*)" data-service="([^"]+)"', site)}
+    assert rows == {ok: "", slow: "", silent: "bad"}
+    assert "业务服务与接口" in site and "HIS 接口服务" in site
