@@ -9,6 +9,7 @@ Debian's dnsmasq as the hospital's DNS server.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pytest
 from hisguard.checks.base import Observation, ProbeContext
 from hisguard.checks.service import Config, probe
 from hisguard.checks.service.result import NotChecked
-from tests.support.procs import free_port
+from tests.support import peers
+from tests.support.procs import free_port, wait_until
 from tests.support.servicepeers import (
     AUTH,
     DicomPeer,
@@ -364,3 +366,51 @@ def test_every_target_has_its_own_deadline(tmp_path: Path, web: HttpPeer, hung: 
     obs = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
     outcomes = [o.detail["outcome"] for o in obs]
     assert outcomes.count("timeout") == 40 and outcomes.count("answered") == 10
+
+
+# -- peers from other hands: DCMTK's storescp (a PACS toolkit hospitals run) and OpenSSL's s_server -------------
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dcmtk_storescp_answers_c_echo_and_is_refused_once_stopped(tmp_path: Path) -> None:
+    exe = peers.need_binary("storescp")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-od", str(tmp_path), "--aetitle", "DCMPACS", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"dicom://DCMPACS@127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _listening(port), 10, what="storescp listening")
+        o = answer(run(tmp_path, {"url": url, "name": "PACS (DCMTK)"}), url)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert (o.ok, o.detail["outcome"], o.detail["status"]) == (True, "answered", 0)
+    stopped = answer(run(tmp_path, {"url": url}), url)
+    assert (stopped.ok, stopped.detail["outcome"]) == (False, "refused")
+
+
+def test_openssl_s_server_certificate_expiring_in_twenty_days(tmp_path: Path) -> None:
+    exe = peers.need_binary("openssl")
+    pki = make_cert(tmp_path / "pki", days=20)
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(pki["cert"]), "-key", str(pki["key"]),
+         "-www", "-quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    tls, https = f"tls://127.0.0.1:{port}", f"https://127.0.0.1:{port}/"
+    try:
+        wait_until(lambda: _listening(port), 10, what="openssl s_server listening")
+        found = run(tmp_path, {"url": tls, "ca_file": str(pki["ca"])}, {"url": https, "ca_file": str(pki["ca"])})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    for url in (tls, https):
+        assert answer(found, url).ok is True, answer(found, url).detail
+        warn, urgent = found[("service.cert", url)], found[("service.cert.urgent", url)]
+        assert (warn.ok, urgent.ok) == (False, True)  # within 30 days (routine), not yet within 7 (urgent)
+        assert warn.value is not None and 19.9 < warn.value <= 20
