@@ -24,6 +24,7 @@ from tests.support.servicepeers import (
     AUTH,
     DicomPeer,
     Dnsmasq,
+    GarbagePeer,
     HttpPeer,
     HungPeer,
     MllpPeer,
@@ -414,3 +415,39 @@ def test_openssl_s_server_certificate_expiring_in_twenty_days(tmp_path: Path) ->
         warn, urgent = found[("service.cert", url)], found[("service.cert.urgent", url)]
         assert (warn.ok, urgent.ok) == (False, True)  # within 30 days (routine), not yet within 7 (urgent)
         assert warn.value is not None and 19.9 < warn.value <= 20
+
+
+# -- hostile or broken peers: bounded reads, no crash, a clear wrong answer ---------------------------------
+
+
+def test_hostile_http_answers_are_bounded_and_named(tmp_path: Path, web: HttpPeer) -> None:
+    huge, to_file, nowhere = web.url("/huge"), web.url("/to-file"), web.url("/to-nowhere")
+    found = run(tmp_path, {"url": huge, "body": "never-there"}, {"url": to_file}, {"url": nowhere})
+    o = answer(found, huge)  # 64 MiB offered: read up to 1 MiB, then judged
+    assert (o.ok, o.detail["outcome"], o.detail["bytes"]) == (False, "wrong_answer", 1 << 20)
+    o = answer(found, to_file)
+    assert (o.ok, o.detail["error"]) == (False, "redirected to file:///etc/passwd, not an http(s) address")
+    o = answer(found, nowhere)
+    assert (o.ok, o.detail["outcome"]) == (False, "wrong_answer") and "redirect" in o.detail["error"]
+
+
+def test_garbage_instead_of_hl7_or_http_is_a_wrong_answer(tmp_path: Path) -> None:
+    with (
+        GarbagePeer(b"\x0bnot hl7 at all\x1c\r") as not_hl7,
+        GarbagePeer(b"\x0b" + b"A" * 200_000) as endless,
+        GarbagePeer(b"MSH|^~\\&|X\r\x1c\r") as unframed,
+        GarbagePeer(b"SSH-2.0-OpenSSH_9.2\r\n", close=True) as not_http,
+        GarbagePeer(b"SSH-2.0-OpenSSH_9.2\r\n") as not_http_open,
+    ):
+        urls = [f"mllp://127.0.0.1:{p.port}" for p in (not_hl7, endless, unframed)]
+        web, web_open = f"http://127.0.0.1:{not_http.port}/", f"http://127.0.0.1:{not_http_open.port}/"
+        found = run(tmp_path, *({"url": u} for u in urls), {"url": web}, {"url": web_open})
+    errors = [answer(found, u).detail for u in urls]
+    assert [e["outcome"] for e in errors] == ["wrong_answer"] * 3, errors
+    assert "not a readable HL7 message" in errors[0]["error"] or "no MSA segment" in errors[0]["error"]
+    assert "not a readable HL7 message" in errors[1]["error"]  # 200 KB without an end block: over the limit
+    assert errors[2]["error"] == "the reply is not framed in MLLP"
+    o = answer(found, web)
+    assert (o.ok, o.detail["outcome"]) == (False, "wrong_answer") and "not a proper HTTP answer" in o.detail["error"]
+    # The same words on a connection kept open: no HTTP answer ever completes before the deadline.
+    assert answer(found, web_open).detail["outcome"] == "timeout"

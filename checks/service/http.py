@@ -111,14 +111,20 @@ async def check(target: Target, end: Endpoint, cfg: Config, ctx: ProbeContext, d
             raise
         except httpcore.RemoteProtocolError as exc:
             raise WrongAnswer(f"not a proper HTTP answer: {exc}") from None
-        except httpcore.UnsupportedProtocol as exc:
-            raise WrongAnswer(f"cannot follow to {url}: {exc}") from None
+        except (httpcore.UnsupportedProtocol, httpcore.LocalProtocolError, ValueError) as exc:
+            if len(visited) == 1:
+                raise  # the configured URL itself: not the service's doing
+            raise WrongAnswer(f"cannot follow the redirect to {url[:200]}: {exc}") from None
         cert = hop_cert or cert
         location = got.get("location")
         if status not in REDIRECTS or location is None or target.redirects == 0:
             break
-        nxt = urljoin(url, location)
-        if urlsplit(nxt).scheme not in ("http", "https"):
+        try:
+            nxt = urljoin(url, location)
+            scheme = urlsplit(nxt).scheme
+        except ValueError:
+            raise WrongAnswer(f"redirected to an address that is not one: {location[:200]!r}", status=status) from None
+        if scheme not in ("http", "https"):
             raise WrongAnswer(f"redirected to {nxt[:200]}, not an http(s) address", status=status)
         if nxt in visited:
             raise WrongAnswer(f"redirect loop: {' → '.join([*visited, nxt])[:280]}", status=status)

@@ -64,6 +64,20 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, b"welcome")
             else:
                 self._send(401, headers={"WWW-Authenticate": 'Basic realm="his"'})
+        elif path == "/huge":  # a body that never ends (chunked)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+        elif path == "/to-file":
+            self._send(302, headers={"Location": "file:///etc/passwd"})
+        elif path == "/to-nowhere":
+            self._send(302, headers={"Location": "http://[::1/broken"})
         elif path == "/gbk":
             self._send(200, "门诊收费 正常".encode("gbk"), {"Content-Type": "text/html; charset=gbk"})
         else:
@@ -98,6 +112,43 @@ class HttpPeer:
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class GarbagePeer:
+    """Answers every connection with `data`, then keeps it open (or closes it): hostile or broken peers."""
+
+    def __init__(self, data: bytes, close: bool = False) -> None:
+        self.data = data
+        self.close = close
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            try:
+                conn.sendall(self.data)
+                if self.close:
+                    conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> GarbagePeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
 
 
 class HungPeer:
