@@ -58,6 +58,14 @@ targets = [
 """
 
 
+def cli(tmp_path: Path, server: ServerProc, agent: str, targets: list[str], command: str) -> Any:
+    """`hisguard-agent COMMAND -c agent.toml` for an agent of `server` probing `targets`."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(agent_config(server, agent, server.agent_token(agent, "renmin"), targets), encoding="utf-8")
+    cmd = [sys.executable, "-m", "hisguard.agent.cli", command, "-c", str(cfg)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
 def test_each_peer_gives_the_right_incident_on_the_server(tmp_path: Path, server: ServerProc) -> None:
     pki = make_cert(tmp_path / "pki", days=5)
     with (
@@ -154,13 +162,7 @@ def test_once_prints_each_services_outcome_and_numbers(tmp_path: Path, server: S
             f'{{ url = "dicom://PACS@127.0.0.1:{pacs.port}", name = "PACS", department = "医技检查" }}',
             f'{{ url = "tcp://127.0.0.1:{free_port()}", name = "旧接口" }}',
         ]
-        token = server.agent_token("his-app-02", "renmin")
-        cfg = tmp_path / "agent.toml"
-        cfg.write_text(agent_config(server, "his-app-02", token, targets), encoding="utf-8")
-        out = subprocess.run(
-            [sys.executable, "-m", "hisguard.agent.cli", "once", "-c", str(cfg)],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
+        out = cli(tmp_path, server, "his-app-02", targets, "once").stdout
     section = out[out.index("服务 / services") :]
     lines = section.splitlines()
     ok = next(line for line in lines if "HIS 应用服务" in line)
@@ -181,13 +183,7 @@ def test_doctor_names_each_service_that_does_not_answer(tmp_path: Path, server: 
             f'{{ url = "http://127.0.0.1:{hung.port}/", name = "HIS 接口服务" }}',
             f'{{ url = "tcp://127.0.0.1:{free_port()}", name = "旧接口" }}',
         ]
-        token = server.agent_token("his-app-03", "renmin")
-        cfg = tmp_path / "agent.toml"
-        cfg.write_text(agent_config(server, "his-app-03", token, targets), encoding="utf-8")
-        done = subprocess.run(
-            [sys.executable, "-m", "hisguard.agent.cli", "doctor", "-c", str(cfg)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        done = cli(tmp_path, server, "his-app-03", targets, "doctor")
     out = done.stdout
     assert "探针 his：3 项观测" in out or "probe his: 3 observations" in out
     assert "[WARN] 服务 HIS 接口服务" in out and "超时无应答" in out
@@ -211,7 +207,7 @@ def test_console_shows_services_and_draws_their_latency(tmp_path: Path, server: 
             f'{{ url = "{slow}", name = "电子病历" }}',
             f'{{ url = "{silent}", name = "HIS 接口服务" }}',
         ]
-        token = server.agent_token("his-app-04", "renmin")
+        token = server.agent_token("his-app-04", "zhongyi")  # a site of its own: its page shows only these
         agent = AgentProc(tmp_path / "agent", agent_config(server, "his-app-04", token, targets)).start()
         try:
             with httpx.Client(base_url=server.url, timeout=10) as c:
@@ -230,7 +226,7 @@ def test_console_shows_services_and_draws_their_latency(tmp_path: Path, server: 
                     )
 
                 chart = wait_until(drawn, 30, interval=0.5, what="two samples of each service's latency")
-                site = c.get("/sites/renmin").text
+                site = c.get("/sites/zhongyi").text
         finally:
             agent.stop()
     names = re.findall(r'<polyline class="series" data-name="([^"]+)"', chart)

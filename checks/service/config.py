@@ -12,6 +12,7 @@ import importlib.util
 import ipaddress
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -270,9 +271,8 @@ class Target(Impact):
         return parse_url(self.url)
 
     def impact(self) -> Impact:
-        return Impact(
-            department=self.department, departments=self.departments, hospital_critical=self.hospital_critical
-        )
+        """Where it sits in the hospital, without the rest of the target."""
+        return Impact.model_validate(self.model_dump(include=set(Impact.model_fields)))
 
 
 class Config(ProbeConfig):
@@ -301,11 +301,9 @@ class Config(ProbeConfig):
     @field_validator("targets")
     @classmethod
     def _unique(cls, targets: list[Target]) -> list[Target]:
-        seen: set[str] = set()
-        for t in targets:
-            if t.url in seen:
-                raise ValueError(f"target {t.url} is listed twice")
-            seen.add(t.url)
+        twice = [url for url, n in Counter(t.url for t in targets).items() if n > 1]
+        if twice:  # the URL is the condition's subject: two targets would share one state
+            raise ValueError(f"target {twice[0]} is listed twice")
         return targets
 
     @model_validator(mode="after")
