@@ -63,7 +63,11 @@ def serve_pacs_and_lis() -> None:
     import hl7.mllp
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
+    from pynetdicom.transport import AssociationServer
 
+    # socketserver's listen backlog is 5: 25 echoes at once would overflow it and wait for SYN retransmits
+    # (1 s), timing the peer rather than the probe. A PACS serving a hospital listens with a deeper one.
+    AssociationServer.request_queue_size = 128
     scp = AE(ae_title="PACS")
     scp.add_supported_context(Verification)
     scp.require_called_aet = False  # one SCP stands for 25 PACS nodes, each called by its own AE title
