@@ -363,7 +363,7 @@ def test_every_target_has_its_own_deadline(tmp_path: Path, web: HttpPeer, hung: 
     """Forty hung targets do not delay the others' results nor make the round outlast one deadline wave."""
     silent = [{"url": f"http://127.0.0.1:{hung.port}/{i}"} for i in range(40)]
     healthy = [{"url": web.url(f"/ok?{i}")} for i in range(10)]
-    cfg = Config(targets=[*silent, *healthy], timeout=20, target_timeout=1.0)
+    cfg = Config(targets=[*silent, *healthy], timeout=20, target_timeout=3.0)
     obs = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
     outcomes = [o.detail["outcome"] for o in obs]
     assert outcomes.count("timeout") == 40 and outcomes.count("answered") == 10
