@@ -235,3 +235,35 @@ def test_console_shows_services_and_draws_their_latency(tmp_path: Path, server: 
     rows = {url: css for css, url in re.findall(r'<tr class="([^"]*)" data-service="([^"]+)"', site)}
     assert rows == {ok: "", slow: "", silent: "bad"}
     assert "业务服务与接口" in site and "HIS 接口服务" in site
+
+
+def test_a_pacs_that_stops_opens_an_incident_and_its_return_resolves_it(tmp_path: Path, server: ServerProc) -> None:
+    pacs = DicomPeer("PACS").start()
+    url = f"dicom://PACS@127.0.0.1:{pacs.port}"
+    targets = [f'{{ url = "{url}", name = "PACS", department = "医技检查" }}']
+    token = server.agent_token("ris-01", "renmin")
+    agent = AgentProc(tmp_path / "agent", agent_config(server, "ris-01", token, targets)).start()
+
+    def incidents(status: str) -> list[dict[str, Any]]:
+        return [i for i in server.incidents(status=status) if i["host"] == "ris-01"]
+
+    try:
+        agent_id = wait_until(
+            lambda: next((a["id"] for a in server.get("/agents") if a["name"] == "ris-01" and a["last_seen"]), None),
+            30, what="heartbeat",
+        )  # fmt: skip
+        wait_until(
+            lambda: any(o["check"] == "service.answer" and o["ok"] for o in
+                        (server.get(f"/agents/{agent_id}/health").get("snapshot") or {}).get("observations", [])),
+            30, what="the PACS answering",
+        )  # fmt: skip
+        assert incidents("open") == []
+        pacs.stop()
+        (inc,) = wait_until(lambda: incidents("open"), 30, interval=0.5, what="the PACS incident")
+        assert (inc["trigger"], inc["severity"], inc["evidence"]["outcome"]) == (2, "urgent", "refused")
+        pacs.start()  # the same SCP, the same port
+        (done,) = wait_until(lambda: incidents("resolved"), 30, interval=0.5, what="the PACS incident resolved")
+        assert done["id"] == inc["id"] and incidents("open") == []
+    finally:
+        agent.stop()
+        pacs.stop()
