@@ -8,8 +8,9 @@ critical, a department → urgent, no business impact → routine. A rule may ca
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hisguard.checks.base import Impact, Observation
@@ -188,6 +189,28 @@ RULES: dict[str, Rule] = {
         Text("数据库 {label} 长期未做一致性检查（CHECKDB）", "Database {label}: no recent good CHECKDB"),
         cap=Severity.ROUTINE,
     ),
+    # -- 2.4(2) the HIS application and its interfaces (checks/service/): a service that does not answer
+    # (refused, hung, wrong answer) has the target's scope; slowness is at most urgent; an expiring
+    # certificate routine, urgent within the last days. A target's conditions make one incident.
+    "service.answer": Rule(T2, Text("{label} 服务无正常应答", "{label} is not answering properly")),
+    "service.latency": Rule(
+        T2,
+        Text("{label} 响应过慢（{value:.0f} 毫秒）", "{label} answers too slowly ({value:.0f} ms)"),
+        cap=Severity.URGENT,
+    ),
+    "service.cert": Rule(
+        T2,
+        Text("{label} 证书 {value:.0f} 天内到期", "{label}: certificate expires within {value:.0f} days"),
+        cap=Severity.ROUTINE,
+    ),
+    "service.cert.urgent": Rule(
+        T2,
+        Text(
+            "{label} 证书即将到期（剩 {value:.1f} 天）", "{label}: certificate about to expire ({value:.1f} days left)"
+        ),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
     # -- switches, servers and UPS units over SNMP (checks/snmp/). Scope and the folding of the hosts
     # behind a failed switch come from [topology] (agent/topology.py, the FOLDS pass below).
     "snmp.reachable": Rule(T1, Text("{label} 不可达（SNMP 与 ping 均无响应）", "{label} is down (no SNMP, no ping)")),
@@ -302,6 +325,63 @@ def incident_for(host: str, failing: Failing) -> Incident | None:
 # Passes over the whole set, e.g. folding the hosts behind a failed switch into the switch's incident.
 Fold = Callable[[list[Incident]], list[Incident]]
 FOLDS: list[Fold] = []
+
+# A service target's conditions, the one whose title speaks first (severity is the worst of them).
+SERVICE_CHECKS = ("service.answer", "service.cert.urgent", "service.cert", "service.latency")
+
+
+def _why(evidence: dict[str, Any]) -> Text | None:
+    """How a service failed to answer, in a few words for the title."""
+    outcome, error = evidence.get("outcome"), str(evidence.get("error") or "")[:120]
+    if outcome == "timeout":
+        t = evidence.get("timeout_s")
+        return Text(f"{t:g} 秒内无应答，服务可能挂起", f"no answer within {t:g}s: hung?")
+    if outcome == "refused":
+        return Text("拒绝连接", "connection refused")
+    if outcome == "unreachable":
+        return Text(f"网络不可达：{error}", f"unreachable: {error}")
+    if outcome == "wrong_answer":
+        return Text(f"应答错误：{error}", f"wrong answer: {error}")
+    return None
+
+
+MAX_KEY = 400  # the server's limit for an incident key
+
+
+def merge_services(incidents: list[Incident]) -> list[Incident]:
+    """One incident per service target (not answering, slow, certificate): as its worst condition, under
+    one key, so that a slow service going down, or a certificate nearing expiry, updates one incident."""
+    groups: dict[tuple[str, str], list[Incident]] = {}
+    rest = []
+    for inc in incidents:
+        if inc.evidence.get("check") in SERVICE_CHECKS:
+            groups.setdefault((inc.key.split("/", 1)[0], str(inc.evidence["subject"])), []).append(inc)
+        else:
+            rest.append(inc)
+    for (host, subject), incs in groups.items():
+        incs.sort(key=lambda i: SERVICE_CHECKS.index(i.evidence["check"]))
+        lead = incs[0]
+        title = lead.title
+        said = _why(lead.evidence) if lead.evidence["check"] == "service.answer" else None
+        if said is not None:
+            title = Text(f"{title.zh}（{said.zh}）", f"{title.en} ({said.en})")
+        key = f"{host}/service/{subject}"
+        if len(key) > MAX_KEY:
+            key = f"{host}/service/{hashlib.sha256(subject.encode()).hexdigest()[:32]}"
+        rest.append(
+            replace(
+                lead,
+                key=key,
+                severity=max((i.severity for i in incs), key=lambda s: s.rank),
+                title=title,
+                conditions=[c for i in incs for c in i.conditions],  # the lead's first: folds read it
+                evidence={**lead.evidence, "conditions": [i.evidence["check"] for i in incs]},
+            )
+        )
+    return rest
+
+
+FOLDS.append(merge_services)
 
 
 def _topology_fold(incidents: list[Incident]) -> list[Incident]:

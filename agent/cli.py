@@ -114,6 +114,15 @@ def cmd_once(args: argparse.Namespace) -> int:
         for o in agent.latest[job.name]:
             state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
             print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_fmt_value(o.value)}")
+    services = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "service.answer"]
+    if services:  # each target: what it came to, with the numbers
+        from hisguard.checks.service.result import summary
+
+        print()
+        print("服务 / services:")
+        for o in services:
+            said, numbers = summary(o.detail)
+            print(f"  {_pad(o.label, 24)} {_pad(o.subject, 44)} {said.zh} {said.en}  {numbers}")
     incidents = agent.current_incidents()
     errors = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.error"]
     for o in errors:  # devices the SNMP probe could not read, by name

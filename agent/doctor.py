@@ -50,12 +50,37 @@ PROBE_FIX: dict[str, Text] = {
         "检查杀毒软件服务是否运行（clamd 的套接字/端口、Defender 服务），以及本用户能否读取其日志",
         "check the antivirus service is running (clamd socket/port, Defender) and its logs are readable by this user",
     ),
+    "service": Text(
+        "检查目标地址与端口、本机到目标的防火墙，以及 ca_file / auth_file 等文件本用户能否读取",
+        "check the target's address and port, the firewall between this host and it, and that files such as "
+        "ca_file / auth_file are readable by this user",
+    ),
     "winevent": Text(
         "在 Windows 上以管理员或 Event Log Readers 组成员运行代理",
         "run the agent on Windows as Administrator or a member of Event Log Readers",
     ),
 }
 GENERIC_FIX = Text("按上面的错误检查该探针的配置", "check this probe's settings against the error above")
+# A service target that does not answer: what to look at first, by outcome.
+SERVICE_FIX: dict[str, Text] = {
+    "refused": Text(
+        "目标端口无服务监听：检查服务进程是否在运行、端口是否正确，或防火墙是否拒绝本机",
+        "nothing listens on that port: check the service runs, the port is right, or a firewall rejects this host",
+    ),
+    "unreachable": Text(
+        "网络不可达或名称无法解析：检查路由、交换机与 DNS",
+        "no route or the name does not resolve: check routing, switches and DNS",
+    ),
+    "timeout": Text(
+        "连接后无应答：服务可能挂起（进程在、端口开、不应答），或防火墙丢弃了数据包",
+        "no answer in time: the service may be hung (process alive, port open, silent), or a firewall drops packets",
+    ),
+    "wrong_answer": Text(
+        "服务应答了但不符合预期：核对 status/body/expect 设置与服务日志",
+        "the service answered, but not as expected: compare status/body/expect with the service's own log",
+    ),
+    "not_checked": Text("按上面的错误修复本机的文件或安装", "fix this host's file or installation as the error says"),
+}
 
 
 def _raw_icmp() -> str | None:
@@ -216,10 +241,32 @@ TOKEN_FIX = Text(
 )
 
 
+def service_findings(job_name: str, obs: list[Any]) -> list[Finding]:
+    """One finding for each service target that did not answer as it should (the agent itself may be fine)."""
+    from hisguard.checks.service.result import summary
+
+    out = []
+    for o in obs:
+        if o.check != "service.answer" or o.ok is True:
+            continue
+        said, numbers = summary(o.detail)
+        out.append(
+            Finding(
+                WARN,
+                Text(
+                    f"服务 {o.label}（{o.subject}，探针 {job_name}）：{said.zh} {numbers}",
+                    f"service {o.label} ({o.subject}, probe {job_name}): {said.en} {numbers}",
+                ),
+                SERVICE_FIX.get(str(o.detail.get("outcome")), GENERIC_FIX),
+            )
+        )
+    return out
+
+
 async def check_probes(cfg: Any) -> list[Finding]:
     from hisguard.checks.base import ProbeContext, ProbeError
 
-    async def one(job: Any) -> Finding:
+    async def one(job: Any) -> list[Finding]:
         ctx = ProbeContext(host=cfg.agent.name, state_dir=cfg.agent.state_dir)
         try:
             obs = await asyncio.wait_for(job.spec.run(job.config, ctx), job.config.timeout)
@@ -232,20 +279,23 @@ async def check_probes(cfg: Any) -> list[Finding]:
         else:
             bad = sum(1 for o in obs if o.ok is False)
             note = Text(f"，其中 {bad} 项异常", f", {bad} failing") if bad else Text("", "")
-            return Finding(
+            ran = Finding(
                 OK,
                 Text(
                     f"探针 {job.name}：{len(obs)} 项观测{note.zh}",
                     f"probe {job.name}: {len(obs)} observations{note.en}",
                 ),
             )
-        return Finding(
-            FAIL,
-            Text(f"探针 {job.name} 无法观测：{error}", f"probe {job.name} cannot observe: {error}"),
-            PROBE_FIX.get(job.spec.name, GENERIC_FIX),
-        )
+            return [ran, *(service_findings(job.name, obs) if job.spec.name == "service" else [])]
+        return [
+            Finding(
+                FAIL,
+                Text(f"探针 {job.name} 无法观测：{error}", f"probe {job.name} cannot observe: {error}"),
+                PROBE_FIX.get(job.spec.name, GENERIC_FIX),
+            )
+        ]
 
-    return list(await asyncio.gather(*(one(job) for job in cfg.jobs)))
+    return [f for found in await asyncio.gather(*(one(job) for job in cfg.jobs)) for f in found]
 
 
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:

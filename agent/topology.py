@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 # A device is lost when these fail; a descendant's failures of these kinds fold into a lost parent.
 LOST_CHECKS = ("snmp.reachable", "ping.reachable")
 FOLDABLE_CHECKS = (*LOST_CHECKS, "snmp.agent", "snmp.interface", "snmp.edge_ports", "snmp.if_errors", "snmp.if_flap")
+# A service that stops answering because the switch in front of it (or its own server) is lost is evidence
+# of that incident; its scope otherwise is the target's own (hospital_critical / departments), not the node's.
+SERVICE_FOLDABLE = ("service.answer",)
 UPS_CHECKS = ("snmp.ups.on_battery", "snmp.ups.runtime_low", "snmp.ups.depleting")
 
 
@@ -153,7 +156,13 @@ class Topology:
 
     def node_of(self, inc: Incident) -> str | None:
         ev = inc.evidence
-        for key in (ev.get("device"), ev.get("name"), ev.get("subject")):
+        for key in (
+            ev.get("service_node"),
+            ev.get("device"),
+            ev.get("name"),
+            ev.get("subject"),
+            ev.get("service_host"),
+        ):
             if isinstance(key, str) and key in self.by_key:
                 return self.by_key[key]
         return None
@@ -295,7 +304,7 @@ def fold_topology(topo: Topology, incidents: list[Incident], now: float | None =
         if id(inc) in owns:
             top = owner[owns[id(inc)]]
             into = top if top != owns[id(inc)] else None
-        elif node is not None and check in FOLDABLE_CHECKS:
+        elif node is not None and check in (*FOLDABLE_CHECKS, *SERVICE_FOLDABLE):
             if node in lost:
                 into = owner[node]
             else:
@@ -320,7 +329,7 @@ def fold_topology(topo: Topology, incidents: list[Incident], now: float | None =
     for inc in out:
         owned = owns.get(id(inc))
         node = owned or topo.node_of(inc)
-        if node is None:
+        if node is None or _check(inc).startswith("service."):
             result.append(inc)
             continue
         hospital = topo.hospital_wide(node)

@@ -17,6 +17,7 @@ PROBES: dict[str, str] = {
     "antivirus": "hisguard.checks.antivirus",
     "canary": "hisguard.checks.canary",
     "winevent": "hisguard.checks.winevent",
+    "service": "hisguard.checks.service",  # is the HIS application answering: tcp, http(s), tls, dns, mllp, dicom
 }
 
 

@@ -46,7 +46,6 @@ class Config(ProbeConfig):
             seen.add(t.address)
         return targets
 
-
     @model_validator(mode="after")
     def _fits_timeout(self) -> Config:
         # A dead target waits out every request: that worst case must fit in the job's timeout.

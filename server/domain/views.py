@@ -155,6 +155,7 @@ def site_view(s: Session, site: str, now: datetime, settings: ServerSettings) ->
     switches: dict[str, dict[str, Any]] = {}
     databases: list[dict[str, Any]] = []
     antivirus: list[dict[str, Any]] = []
+    services: list[dict[str, Any]] = []
     root = Node(site, True, "site")
     q = (
         select(Agent, AgentStatus)
@@ -197,6 +198,9 @@ def site_view(s: Session, site: str, now: datetime, settings: ServerSettings) ->
                 antivirus.append({**o, "agent": agent.name})
             elif check == "ping.reachable":
                 host.children.append(Node(subject, o.get("ok"), "ping"))
+            elif check == "service.answer":
+                services.append({**o, "agent": agent.name})
+                host.children.append(Node(str(o.get("name") or subject), o.get("ok"), "service"))
         for sw in switches.values():
             if sw["agent"] == agent.name:
                 down = [p for p in sw["ports"] if p["ok"] is False]
@@ -217,6 +221,7 @@ def site_view(s: Session, site: str, now: datetime, settings: ServerSettings) ->
         "switches": sorted(switches.values(), key=lambda w: w["name"]),
         "databases": databases,
         "antivirus": antivirus,
+        "services": services,
         "tree": root,
     }
 
@@ -249,6 +254,7 @@ CHARTS = {
     "ping_loss": ("ping.reachable/",),
     "ping_rtt": ("rtt:ping.reachable/",),
     "db": ("db.", "rtt:db."),
+    "service_latency": ("service.answer/",),  # the service probe's answers carry their latency (ms)
 }
 
 

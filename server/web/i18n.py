@@ -43,6 +43,8 @@ UI: dict[str, Text] = {
     "chart_ping_loss": Text("Ping 丢包率 %", "Ping loss %"),
     "chart_ping_rtt": Text("Ping 往返时延 ms", "Ping RTT ms"),
     "chart_db": Text("数据库探测结果", "Database probe results"),
+    "chart_service_latency": Text("服务响应时间 ms", "Service response time ms"),
+    "services": Text("业务服务与接口", "Services and interfaces"),
     "no_data": Text("暂无数据", "No data"),
     "latest": Text("最新观测", "Latest observations"),
     "case": Text("事件单", "Case"),
