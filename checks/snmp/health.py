@@ -25,7 +25,7 @@ ASPECTS = ("cpu", "memory", "temperature", "hardware")
 STANDARD = [
     oids.SENSOR_TYPE, oids.SENSOR_SCALE, oids.SENSOR_PRECISION, oids.SENSOR_VALUE, oids.SENSOR_OPER,
     oids.STATE_ADMIN, oids.STATE_OPER, oids.HR_PROCESSOR_LOAD,
-    oids.HR_STORAGE_TYPE, oids.HR_STORAGE_UNITS, oids.HR_STORAGE_SIZE, oids.HR_STORAGE_USED,
+    oids.HR_STORAGE_TYPE, oids.HR_STORAGE_DESCR, oids.HR_STORAGE_UNITS, oids.HR_STORAGE_SIZE, oids.HR_STORAGE_USED,
 ]  # fmt: skip
 VENDOR = {
     "huawei": [oids.HUAWEI_OPER, oids.HUAWEI_CPU, oids.HUAWEI_CPU_THRESHOLD, oids.HUAWEI_MEM,
@@ -92,10 +92,16 @@ def _standard(h: Health, t: dict[str, dict[str, Any]]) -> None:
     loads = [v for raw in t[oids.HR_PROCESSOR_LOAD].values() if (v := _value(raw)) is not None]
     if loads:
         h.add("cpu", "HOST-RESOURCES-MIB", Reading(sum(loads) / len(loads), f"{len(loads)} processors"))
+    cache = sum(
+        _value(t[oids.HR_STORAGE_USED].get(idx)) or 0
+        for idx, d in t[oids.HR_STORAGE_DESCR].items()
+        if text(d).lower() in oids.HR_CACHE_DESCRS
+    )
     for idx, kind in t[oids.HR_STORAGE_TYPE].items():
         size, used = _value(t[oids.HR_STORAGE_SIZE].get(idx)), _value(t[oids.HR_STORAGE_USED].get(idx))
         if str(kind) == oids.HR_STORAGE_RAM and size and used is not None:
-            h.add("memory", "HOST-RESOURCES-MIB", Reading(round(100.0 * used / size, 1), "physical memory"))
+            pct = round(100.0 * max(0, used - cache) / size, 1)  # Linux "used" includes buffers and page cache
+            h.add("memory", "HOST-RESOURCES-MIB", Reading(pct, "physical memory"))
 
 
 def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:

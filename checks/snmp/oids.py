@@ -41,10 +41,12 @@ STATE_DISABLED, STATE_LOCKED = 2, 2
 # HOST-RESOURCES-MIB (servers: Linux/Windows SNMP agents)
 HR_PROCESSOR_LOAD = "1.3.6.1.2.1.25.3.3.1.2"
 HR_STORAGE_TYPE = "1.3.6.1.2.1.25.2.3.1.2"
+HR_STORAGE_DESCR = "1.3.6.1.2.1.25.2.3.1.3"
 HR_STORAGE_UNITS = "1.3.6.1.2.1.25.2.3.1.4"
 HR_STORAGE_SIZE = "1.3.6.1.2.1.25.2.3.1.5"
 HR_STORAGE_USED = "1.3.6.1.2.1.25.2.3.1.6"
 HR_STORAGE_RAM = "1.3.6.1.2.1.25.2.1.2"
+HR_CACHE_DESCRS = ("memory buffers", "cached memory")  # net-snmp: part of "used", given back on demand
 
 # Huawei HUAWEI-ENTITY-EXTENT-MIB hwEntityStateTable, indexed by entPhysicalIndex.
 HUAWEI_OPER = "1.3.6.1.4.1.2011.5.25.31.1.1.1.1.2"  # notSupported 1 disabled 2 enabled 3 offline 4 … down 12 absent 19
