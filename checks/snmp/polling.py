@@ -163,7 +163,7 @@ async def _silent(dev: Device, st: State, ob: Any, exc: SnmpError) -> list[Obser
         if not seen:  # never read with these settings: misconfiguration, not a failure
             raise DeviceError(
                 f"{dev.name} ({dev.address}): never answered: check address/community — no SNMP answer although "
-                "it answers ping (check community / v3 user, the device's SNMP ACL, or that SNMP is enabled)"
+                f"it answers ping ({exc}; check community / v3 user, the device's SNMP ACL, or that SNMP is enabled)"
             )
         return [ob("snmp.reachable", dev.name, True, ping=True), ob("snmp.agent", dev.name, False, ping=True)]
     if alive is None and not seen:
