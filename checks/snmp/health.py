@@ -9,7 +9,6 @@ notPresent, unavailable. A device's own threshold is used unless the configurati
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from hisguard.checks.snmp.interfaces import number, text
 SENTINELS = {65535, 65534, -1, 2147483647, 4294967295, -2147483648}
 DEFAULTS = {"cpu": 90.0, "memory": 90.0, "temperature": 65.0}
 ASPECTS = ("cpu", "memory", "temperature", "hardware")
+REVISIT = 20  # rounds between full looks for tables a device did not have (after a firmware upgrade, say)
 STANDARD = [
     oids.SENSOR_TYPE, oids.SENSOR_SCALE, oids.SENSOR_PRECISION, oids.SENSOR_VALUE, oids.SENSOR_OPER,
     oids.STATE_ADMIN, oids.STATE_OPER, oids.HR_PROCESSOR_LOAD,
@@ -175,22 +175,28 @@ def _cisco(h: Health, t: dict[str, dict[str, Any]]) -> None:
                 h.faults.append(f"{name}: {oids.CISCO_STATE_NAMES.get(state or 0, state)}")
 
 
-async def read(sess: Session, vendor: str, max_rows: int) -> Health:
-    tables = [sess.columns(STANDARD, 10, max_rows)]
-    if vendor in VENDOR:
-        tables.append(sess.columns(VENDOR[vendor], 10, max_rows))
-    got = await asyncio.gather(*tables)
+async def read(sess: Session, vendor: str, max_rows: int, mem: dict[str, Any]) -> Health:
+    """Walk the health tables; after a full look, only those the device has (all again every REVISIT rounds)."""
+    wanted = STANDARD + VENDOR.get(vendor, [])
+    rounds = mem["health_rounds"] = mem.get("health_rounds", 0) + 1
+    known: set[str] | None = mem.get("health_columns")
+    full = known is None or rounds % REVISIT == 1
+    cols = wanted if full else [c for c in wanted if c in (known or set())]
+    got = await sess.columns(cols, 10, max_rows) if cols else {}
+    if full:
+        mem["health_columns"] = {c for c in cols if got.get(c)}
+    t = {c: got.get(c, {}) for c in wanted}
     h = Health()
-    _standard(h, got[0])
+    _standard(h, t)
     if vendor in VENDOR:
-        {"huawei": _huawei, "h3c": _h3c, "cisco": _cisco}[vendor](h, got[1])
+        {"huawei": _huawei, "h3c": _h3c, "cisco": _cisco}[vendor](h, t)
     return h
 
 
 async def observe(
     dev: Device, cfg: Config, sess: Session, vendor: str, mem: dict[str, Any], ob: Any
 ) -> list[Observation]:
-    h = await read(sess, vendor, cfg.max_rows)
+    h = await read(sess, vendor, cfg.max_rows, mem)
     mem["coverage_health"] = {a: h.sources.get(a) for a in ASPECTS}
     configured = {"cpu": dev.cpu_max, "memory": dev.memory_max, "temperature": dev.temperature_max}
     check = {"cpu": "snmp.cpu", "memory": "snmp.memory", "temperature": "snmp.temperature"}

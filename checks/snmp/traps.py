@@ -33,6 +33,7 @@ log = logging.getLogger("hisguard.snmp.traps")
 MAX_SOURCES = 4096  # distinct senders tracked; the rest are counted together
 TICK_S = 2.0
 POLL_GAP = 1.0  # seconds between confirming polls asked by traps
+RCVBUF = 8 * 2**20  # bytes the kernel may queue for the trap socket (~10,000 traps while the loop is busy)
 _DOMAIN = (*udp.DOMAIN_NAME, 162)  # the receiver's own transport, apart from the pollers'
 
 
@@ -283,6 +284,12 @@ class TrapReceiver:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((self.cfg.trap_listen, self.cfg.trap_port))
+            # A storm arrives faster than a busy loop drains it: let the kernel hold a burst (capped by
+            # net.core.rmem_max) so datagrams are counted rather than lost before they are seen.
+            try:  # above rmem_max needs CAP_NET_ADMIN (root); otherwise the kernel's cap applies
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RCVBUF)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.setblocking(False)
             self.transport = _LimitedUdp(self.admit).open_server_mode(sock=sock)
         except Exception as exc:
