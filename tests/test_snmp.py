@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from hisguard.checks.base import ProbeContext, ProbeError
 from hisguard.checks.snmp import Config, probe
 from hisguard.plan import Scope, Severity, Trigger
 from tests.data.snmp.gen import Switch, Ups, rewrite
-from tests.data.snmp.sim import SHIPPED, V3_AUTH, V3_PRIV, V3_USER, SnmpSim
+from tests.data.snmp.sim import SHIPPED, V3_AUTH, V3_PRIV, V3_USER, GarbageAgent, SnmpSim
 from tests.support import peers
 from tests.support.netns import TestNet
 
@@ -245,30 +243,11 @@ async def test_unreadable_device_is_a_probe_error_naming_it_never_an_incident(si
 
 
 async def test_device_answering_garbage_is_a_probe_error(tmp_path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                _, peer = sock.recvfrom(65535)
-            except OSError:
-                continue
-            sock.sendto(b"\x30\x82\xff\xffHTTP/1.1 400 garbage\r\n", peer)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        cfg = Config(devices=[{"name": "junk-box", "address": "127.0.0.1", "port": sock.getsockname()[1],
+    with GarbageAgent() as junk:
+        cfg = Config(devices=[{"name": "junk-box", "address": "127.0.0.1", "port": junk.port,
                                "timeout": 0.5, "retries": 0}])  # fmt: skip
         with pytest.raises(ProbeError, match="junk-box"):
             await asyncio.wait_for(probe(cfg, ctx(tmp_path)), 10)
-    finally:
-        stop.set()
-        t.join()
-        sock.close()
 
 
 async def test_silent_agent_that_pings_is_trigger_2_and_silence_without_ping_trigger_1(tmp_path):

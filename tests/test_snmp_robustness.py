@@ -25,7 +25,7 @@ from hisguard.checks.base import ProbeContext, ProbeError
 from hisguard.checks.snmp import Config, probe
 from hisguard.plan import Severity, Trigger
 from tests.data.snmp.gen import Switch, render
-from tests.data.snmp.sim import SnmpSim
+from tests.data.snmp.sim import GarbageAgent, SnmpSim
 from tests.support import peers
 from tests.support.netns import TestNet
 
@@ -204,30 +204,10 @@ async def test_an_agent_that_loops_on_one_row_is_a_probe_error_not_a_hang(tmp_pa
 
 
 async def test_garbage_from_a_device_names_the_device_and_what_was_asked(tmp_path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((ADDR, 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                _, peer = sock.recvfrom(65535)
-            except OSError:
-                continue
-            sock.sendto(b"\x30\x82\xff\xffHTTP/1.1 400 garbage\r\n", peer)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        d = {"name": "junk-box", "address": ADDR, "port": sock.getsockname()[1], "timeout": 0.5, "retries": 0,
-             "ping": False}  # fmt: skip
+    with GarbageAgent() as junk:
+        d = {"name": "junk-box", "address": ADDR, "port": junk.port, "timeout": 0.5, "retries": 0, "ping": False}
         with pytest.raises(ProbeError) as failed:
             await asyncio.wait_for(probe(Config(devices=[d, d | {"name": "junk-2"}]),
                                          ProbeContext(host="a", state_dir=tmp_path)), 30)  # fmt: skip
-    finally:
-        stop.set()
-        t.join()
-        sock.close()
     errors = str(failed.value).split("; junk-2")
     assert len(errors) == 2 and all("sysUpTime.0" in e for e in errors) and str(failed.value).startswith("junk-box")

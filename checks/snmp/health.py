@@ -104,17 +104,23 @@ def _standard(h: Health, t: dict[str, dict[str, Any]]) -> None:
             h.add("memory", "HOST-RESOURCES-MIB", Reading(pct, "physical memory"))
 
 
-def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:
-    mib = MIB["huawei"]
-    for aspect, col, thr in (
-        ("cpu", oids.HUAWEI_CPU, oids.HUAWEI_CPU_THRESHOLD),
-        ("memory", oids.HUAWEI_MEM, oids.HUAWEI_MEM_THRESHOLD),
-        ("temperature", oids.HUAWEI_TEMP, oids.HUAWEI_TEMP_THRESHOLD),
-    ):
+def _entity_readings(
+    h: Health, t: dict[str, dict[str, Any]], mib: str, columns: tuple[str, ...], zero: set[str]
+) -> None:
+    """CPU, memory and temperature per entity with the entity's own threshold (cpu, thr, mem, thr, temp, thr);
+    0 is "no sensor" for the aspects in `zero`."""
+    for aspect, col, thr in zip(ASPECTS[:3], columns[::2], columns[1::2], strict=True):
         for idx, raw in t[col].items():
             v = _value(raw)
-            if v:  # 0: this entity has no such sensor (every board but the main one, on most models)
-                h.add(aspect, mib, Reading(float(v), f"entity {idx}", _own(t[thr].get(idx))))
+            if v is None or (v == 0 and aspect in zero):
+                continue
+            h.add(aspect, mib, Reading(float(v), f"entity {idx}", _own(t[thr].get(idx))))
+
+
+def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:
+    mib = MIB["huawei"]
+    # 0: this entity has no such sensor (every board but the main one, on most models)
+    _entity_readings(h, t, mib, tuple(VENDOR["huawei"][1:7]), {"cpu", "memory", "temperature"})
     for idx, raw in t[oids.HUAWEI_OPER].items():
         h.sources.setdefault("hardware", mib)
         if (state := number(raw)) in oids.HUAWEI_OPER_FAULT:
@@ -131,16 +137,7 @@ def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:
 
 def _h3c(h: Health, t: dict[str, dict[str, Any]]) -> None:
     mib = MIB["h3c"]
-    for aspect, col, thr in (
-        ("cpu", oids.H3C_CPU, oids.H3C_CPU_THRESHOLD),
-        ("memory", oids.H3C_MEM, oids.H3C_MEM_THRESHOLD),
-        ("temperature", oids.H3C_TEMP, oids.H3C_TEMP_THRESHOLD),
-    ):
-        for idx, raw in t[col].items():
-            v = _value(raw)
-            if v is None or (aspect == "temperature" and v == 0):
-                continue
-            h.add(aspect, mib, Reading(float(v), f"entity {idx}", _own(t[thr].get(idx))))
+    _entity_readings(h, t, mib, tuple(VENDOR["h3c"][1:7]), {"temperature"})
     for idx, raw in t[oids.H3C_ERROR].items():
         h.sources.setdefault("hardware", mib)
         if (err := number(raw)) not in oids.H3C_ERROR_OK and err is not None:

@@ -60,6 +60,13 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         return None if v in (None, -1, 65535, 2147483647) else v
 
     u = UpsState()
+
+    def volts(inp: str, out: str, unit: float) -> None:
+        """Input and output voltage from this MIB, where no earlier MIB gave them."""
+        for oid, attr in ((inp, "input_v"), (out, "output_v")):
+            if getattr(u, attr) is None and (v := num(oid)) is not None:
+                setattr(u, attr, v * unit)
+
     # UPS-MIB (RFC 1628)
     if any(o.startswith("1.3.6.1.2.1.33.") for o in s):
         u.mibs.append("UPS-MIB")
@@ -88,10 +95,7 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         if present and not alarm_rows:
             u.alarms.append(f"{present} alarm(s) present")
         u.battery_fault_known = True
-    if (v := num(oids.UPS_INPUT_VOLTAGE_1)) is not None:
-        u.input_v = float(v)
-    if (v := num(oids.UPS_OUTPUT_VOLTAGE_1)) is not None:
-        u.output_v = float(v)
+    volts(oids.UPS_INPUT_VOLTAGE_1, oids.UPS_OUTPUT_VOLTAGE_1, 1.0)
     # APC PowerNet
     if any(o.startswith("1.3.6.1.4.1.318.") for o in s):
         u.mibs.append("APC PowerNet")
@@ -113,9 +117,7 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
     if u.minutes is None and (ticks := num(oids.APC_RUNTIME)) is not None:
         u.minutes = ticks / 6000
     u.charge = u.charge if u.charge is not None else num(oids.APC_CAPACITY)
-    for oid, attr in ((oids.APC_INPUT_VOLTAGE, "input_v"), (oids.APC_OUTPUT_VOLTAGE, "output_v")):
-        if getattr(u, attr) is None and (v := num(oid)) is not None:
-            setattr(u, attr, float(v))
+    volts(oids.APC_INPUT_VOLTAGE, oids.APC_OUTPUT_VOLTAGE, 1.0)
     # Eaton XUPS
     if any(o.startswith("1.3.6.1.4.1.534.") for o in s):
         u.mibs.append("Eaton XUPS")
@@ -132,9 +134,7 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.alarms_known = True
         if n and not u.alarms:
             u.alarms.append(f"{n} alarm(s) active (xupsAlarms)")
-    for oid, attr in ((oids.XUPS_INPUT_VOLTAGE_1, "input_v"), (oids.XUPS_OUTPUT_VOLTAGE_1, "output_v")):
-        if getattr(u, attr) is None and (v := num(oid)) is not None:
-            setattr(u, attr, float(v))
+    volts(oids.XUPS_INPUT_VOLTAGE_1, oids.XUPS_OUTPUT_VOLTAGE_1, 1.0)
     # PPC (Megatec NetAgent)
     if any(o.startswith("1.3.6.1.4.1.935.") for o in s):
         u.mibs.append("PPC (Megatec)")
@@ -153,9 +153,7 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
     if u.minutes is None and (secs := num(oids.PPC_RUNTIME)) is not None:
         u.minutes = secs / 60
     u.charge = u.charge if u.charge is not None else num(oids.PPC_CAPACITY)
-    for oid, attr in ((oids.PPC_INPUT_VOLTAGE, "input_v"), (oids.PPC_OUTPUT_VOLTAGE, "output_v")):
-        if getattr(u, attr) is None and (v := num(oid)) is not None:
-            setattr(u, attr, v / 10.0)
+    volts(oids.PPC_INPUT_VOLTAGE, oids.PPC_OUTPUT_VOLTAGE, 0.1)  # tenths of a volt
     if u.on_battery is None and u.input_v is not None and u.output_v is not None:
         u.on_battery = u.input_v < MAINS_LOST_V <= u.output_v
         u.on_battery_from = "input voltage"
