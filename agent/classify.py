@@ -214,7 +214,21 @@ RULES: dict[str, Rule] = {
     # -- switches, servers and UPS units over SNMP (checks/snmp/). Scope and the folding of the hosts
     # behind a failed switch come from [topology] (agent/topology.py, the FOLDS pass below).
     "snmp.reachable": Rule(T1, Text("{label} 不可达（SNMP 与 ping 均无响应）", "{label} is down (no SNMP, no ping)")),
+    "snmp.unreached": Rule(
+        T1,
+        Text(
+            "{label} 自配置以来从未应答（SNMP 与 ping 均无响应），请核对地址/团体名",
+            "{label} has never answered since it was configured (no SNMP, no ping): check address/community",
+        ),
+    ),
     "snmp.interface": Rule(T1, Text("{label} 端口断开", "{label}: port is down")),
+    # Redundant uplinks (LAG members or uplink_groups): one member down costs the redundancy, not the service.
+    "snmp.uplink_redundancy": Rule(
+        T1,
+        Text("{label} 冗余上联部分断开，已失去冗余", "{label}: redundancy lost (part of a redundant uplink is down)"),
+        cap=Severity.URGENT,
+    ),
+    "snmp.uplink_group": Rule(T1, Text("{label} 冗余上联全部断开", "{label}: every redundant uplink is down")),
     "snmp.if_errors": Rule(
         T1, Text("{label} 端口错误包激增", "{label}: port errors climbing fast"), cap=Severity.URGENT
     ),
@@ -224,11 +238,18 @@ RULES: dict[str, Rule] = {
         cap=Severity.URGENT,
     ),
     "snmp.hardware": Rule(T1, Text("{label} 硬件告警（风扇/电源/板卡）", "{label}: hardware alarm (fan/power/module)")),
+    # The device still forwards and pings: only its management plane is lost.
     "snmp.agent": Rule(
         T2,
         Text("{label} 管理软件无响应（ping 正常，SNMP 无应答）", "{label}: management software dead (pings, no SNMP)"),
+        cap=Severity.URGENT,
     ),
     "snmp.restart": Rule(T2, Text("{label} 设备重启", "{label} restarted"), cap=Severity.URGENT),
+    "snmp.restart.late": Rule(
+        T2,
+        Text("{label} 曾经重启（发现时已过去较久）", "{label} restarted (found only later)"),
+        cap=Severity.ROUTINE,
+    ),
     "snmp.reboot_loop": Rule(T2, Text("{label} 反复重启", "{label} is restarting repeatedly (reboot loop)")),
     "snmp.cpu": Rule(T2, Text("{label} CPU 持续过载", "{label}: CPU overloaded"), cap=Severity.URGENT),
     "snmp.memory": Rule(T2, Text("{label} 内存持续过高", "{label}: memory exhausted"), cap=Severity.URGENT),
@@ -257,6 +278,23 @@ RULES: dict[str, Rule] = {
         Trigger.FORCE_MAJEURE,
         Text("UPS {label} 电池即将耗尽", "UPS {label}: battery about to run out"),
         floor=Severity.CRITICAL,
+    ),
+    # No protection, no output, or an alarm: urgent; critical where the UPS is configured hospital-critical.
+    "snmp.ups.bypass": Rule(
+        Trigger.FORCE_MAJEURE,
+        Text("UPS {label} 处于旁路，负载无保护", "UPS {label} on bypass (load unprotected)"),
+        floor=Severity.URGENT,
+    ),
+    "snmp.ups.output_off": Rule(
+        Trigger.FORCE_MAJEURE, Text("UPS {label} 输出关闭", "UPS {label}: output is off"), floor=Severity.URGENT
+    ),
+    "snmp.ups.alarm": Rule(
+        Trigger.FORCE_MAJEURE, Text("UPS {label} 告警", "UPS {label} reports an alarm"), floor=Severity.URGENT
+    ),
+    "snmp.ups.battery_fault": Rule(
+        Trigger.FORCE_MAJEURE,
+        Text("UPS {label} 电池故障或需更换", "UPS {label}: battery failed or needs replacing"),
+        floor=Severity.URGENT,
     ),
 }
 
@@ -392,6 +430,76 @@ def _topology_fold(incidents: list[Incident]) -> list[Incident]:
 
 
 FOLDS.append(_topology_fold)
+
+
+def _merge(incs: list[Incident], key: str, title: Text, evidence: dict[str, Any]) -> Incident:
+    worst = max(incs, key=lambda i: i.severity.rank)
+    return Incident(
+        key=key,
+        trigger=worst.trigger,
+        severity=worst.severity,
+        scope=worst.scope,
+        title=title,
+        departments=list(dict.fromkeys(d for i in incs for d in i.departments)),
+        conditions=sorted({c for i in incs for c in i.conditions}),
+        evidence={**worst.evidence, **evidence},
+    )
+
+
+def _ports_fold(incidents: list[Incident]) -> list[Incident]:
+    """Several ports of one device down: one incident for the device, the ports its evidence."""
+    by_device: dict[tuple[str, str], list[Incident]] = {}
+    rest = []
+    for inc in incidents:
+        check, device = inc.evidence.get("check"), inc.evidence.get("device")
+        if check in ("snmp.interface", "snmp.uplink_group") and isinstance(device, str) and len(inc.conditions) == 1:
+            by_device.setdefault((inc.key.split("/", 1)[0], device), []).append(inc)
+        else:
+            rest.append(inc)
+    for (host, device), incs in by_device.items():
+        if len(incs) == 1:
+            rest += incs
+            continue
+        ports = [str(i.evidence.get("name") or i.evidence.get("port")) for i in incs]
+        shown = "、".join(ports[:6]) + ("…" if len(ports) > 6 else "")
+        title = Text(
+            f"{device} {len(incs)} 个端口断开：{shown}", f"{device}: {len(incs)} ports down: {', '.join(ports[:6])}"
+        )
+        parts = [{k: i.evidence[k] for k in ("port", "if_index", "alias", "check") if k in i.evidence} for i in incs]
+        rest.append(_merge(incs, f"{host}/snmp.interface/{device}", title, {"ports": parts}))
+    return rest
+
+
+def _canary_fold(incidents: list[Incident]) -> list[Incident]:
+    """One ransomware run on one host is one incident: its tripped canaries and rename burst are evidence."""
+    by_host: dict[str, list[Incident]] = {}
+    rest = []
+    for inc in incidents:
+        if str(inc.evidence.get("check", "")).startswith("canary.") and len(inc.conditions) == 1:
+            by_host.setdefault(inc.key.split("/", 1)[0], []).append(inc)
+        else:
+            rest.append(inc)
+    for host, incs in by_host.items():
+        tripped = [i for i in incs if str(i.evidence.get("check", "")).startswith("canary.tripped")]
+        canaries = [str(i.evidence.get("name") or i.evidence.get("subject")) for i in tripped]
+        if len(incs) == 1:
+            title = incs[0].title
+        elif canaries:
+            title = Text(
+                f"{host} 疑似勒索病毒：{len(canaries)} 个诱饵文件被改动（{'、'.join(canaries[:5])}）",
+                f"{host}: suspected ransomware: {len(canaries)} canaries tampered with ({', '.join(canaries[:5])})",
+            )
+        else:
+            title = max(incs, key=lambda i: i.severity.rank).title
+        renames = [i.evidence for i in incs if str(i.evidence.get("check", "")).startswith("canary.rename_burst")]
+        evidence: dict[str, Any] = {"canaries": canaries, "canary_count": len(canaries)}
+        if renames:
+            evidence["renames"] = {k: renames[0][k] for k in ("count", "samples", "window_s") if k in renames[0]}
+        rest.append(_merge(incs, f"{host}/canary", title, evidence))
+    return rest
+
+
+FOLDS += [_ports_fold, _canary_fold]
 
 
 def classify(host: str, failing: Iterable[Failing]) -> list[Incident]:

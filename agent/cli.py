@@ -127,6 +127,11 @@ def cmd_once(args: argparse.Namespace) -> int:
     errors = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.error"]
     for o in errors:  # devices the SNMP probe could not read, by name
         print(f"  探测错误 / probe error: {o.detail.get('error')}")
+    for o in (o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.coverage"):
+        read = ", ".join(f"{aspect} ({source})" for aspect, source in o.detail.get("read", {}).items()) or "-"
+        missing = ", ".join(o.detail.get("not_provided", []))
+        print(f"  {o.subject} 可读 / reads: {read}" + (f"; 本设备未提供 / not provided by this device: {missing}"
+                                                      if missing else ""))  # fmt: skip
     if cfg.topology is not None:
         from hisguard.agent.topology import report
 

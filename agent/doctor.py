@@ -286,7 +286,8 @@ async def check_probes(cfg: Any) -> list[Finding]:
                     f"probe {job.name}: {len(obs)} observations{note.en}",
                 ),
             )
-            return [ran, *(service_findings(job.name, obs) if job.spec.name == "service" else [])]
+            extra = {"service": service_findings, "snmp": snmp_findings}.get(job.spec.name)
+            return [ran, *(extra(job.name, obs) if extra else [])]
         return [
             Finding(
                 FAIL,
@@ -296,6 +297,41 @@ async def check_probes(cfg: Any) -> list[Finding]:
         ]
 
     return [f for found in await asyncio.gather(*(one(job) for job in cfg.jobs)) for f in found]
+
+
+ASPECT_WORDS = {
+    "interfaces": ("端口", "interfaces"),
+    "restarts": ("重启", "restarts"),
+    "cpu": ("CPU", "cpu"),
+    "memory": ("内存", "memory"),
+    "temperature": ("温度", "temperature"),
+    "hardware": ("风扇/电源/板卡", "fans/power/modules"),
+    "on_battery": ("电池供电", "on battery"),
+    "runtime": ("剩余时间", "runtime"),
+    "charge": ("电量", "charge"),
+    "bypass": ("旁路", "bypass"),
+    "alarms": ("告警", "alarms"),
+    "battery": ("电池状态", "battery"),
+}
+
+
+def snmp_findings(job: str, obs: list[Any]) -> list[Finding]:
+    """Per SNMP device: what cannot be read, and what is read and from where (nothing silently unmonitored)."""
+    out = []
+    for o in obs:
+        if o.check == "snmp.error":
+            error = o.detail.get("error")
+            out.append(Finding(FAIL, Text(f"{job}：{error}", f"{job}: {error}"), PROBE_FIX["snmp"]))
+        elif o.check == "snmp.coverage":
+            read = o.detail.get("read", {})
+            missing = o.detail.get("not_provided", [])
+            zh = "；".join(f"{ASPECT_WORDS.get(a, (a, a))[0]}：{src}" for a, src in read.items()) or "无"
+            en = "; ".join(f"{ASPECT_WORDS.get(a, (a, a))[1]}: {src}" for a, src in read.items()) or "nothing"
+            if missing:
+                zh += "。本设备未提供：" + "、".join(ASPECT_WORDS.get(a, (a, a))[0] for a in missing)
+                en += ". Not provided by this device: " + ", ".join(ASPECT_WORDS.get(a, (a, a))[1] for a in missing)
+            out.append(Finding(WARN if missing else OK, Text(f"{o.subject} 读取 — {zh}", f"{o.subject} reads — {en}")))
+    return out
 
 
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:

@@ -194,6 +194,8 @@ class Agent:
                     row["name"] = o.name
                 if (rtt := o.detail.get("rtt_avg_ms")) is not None:
                     row["rtt_ms"] = round(rtt, 3)
+                if (missing := o.detail.get("not_provided")) is not None:  # what a device cannot be read for
+                    row["not_provided"] = missing
                 observations.append(row)
         snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
         if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows

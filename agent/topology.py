@@ -26,12 +26,39 @@ if TYPE_CHECKING:
     from hisguard.agent.classify import Incident
 
 # A device is lost when these fail; a descendant's failures of these kinds fold into a lost parent.
-LOST_CHECKS = ("snmp.reachable", "ping.reachable")
-FOLDABLE_CHECKS = (*LOST_CHECKS, "snmp.agent", "snmp.interface", "snmp.edge_ports", "snmp.if_errors", "snmp.if_flap")
+LOST_CHECKS = ("snmp.reachable", "snmp.unreached", "ping.reachable")
+FOLDABLE_CHECKS = (
+    *LOST_CHECKS,
+    "snmp.agent",
+    "snmp.interface",
+    "snmp.edge_ports",
+    "snmp.if_errors",
+    "snmp.if_flap",
+    "snmp.uplink_redundancy",
+    "snmp.uplink_group",
+)
 # A service that stops answering because the switch in front of it (or its own server) is lost is evidence
 # of that incident; its scope otherwise is the target's own (hospital_critical / departments), not the node's.
 SERVICE_FOLDABLE = ("service.answer",)
-UPS_CHECKS = ("snmp.ups.on_battery", "snmp.ups.runtime_low", "snmp.ups.depleting")
+UPS_CHECKS = (
+    "snmp.ups.on_battery",
+    "snmp.ups.runtime_low",
+    "snmp.ups.depleting",
+    "snmp.ups.bypass",
+    "snmp.ups.output_off",
+    "snmp.ups.alarm",
+    "snmp.ups.battery_fault",
+)
+# What a UPS incident's title says, worst first (the merged incident names every condition).
+UPS_WORDS = {
+    "snmp.ups.depleting": ("电池即将耗尽", "battery about to run out"),
+    "snmp.ups.output_off": ("输出关闭", "output off"),
+    "snmp.ups.on_battery": ("市电中断，电池供电", "on battery (mains lost)"),
+    "snmp.ups.runtime_low": ("电池电量低", "battery low"),
+    "snmp.ups.bypass": ("处于旁路，负载无保护", "on bypass (load unprotected)"),
+    "snmp.ups.battery_fault": ("电池故障或需更换", "battery failed or needs replacing"),
+    "snmp.ups.alarm": ("告警", "alarm"),
+}
 
 
 class HostEntry(BaseModel):
@@ -250,14 +277,21 @@ def merge_ups(incidents: list[Incident]) -> list[Incident]:
     for device, incs in groups.items():
         worst = max(incs, key=lambda i: i.severity.rank)
         host = incs[0].key.split("/", 1)[0]
-        on_battery = any(_check(i) == "snmp.ups.on_battery" for i in incs)
-        minutes = worst.evidence.get("minutes_remaining")
+        checks = {_check(i) for i in incs}
+        words = [w for c, w in UPS_WORDS.items() if c in checks]
+        if "snmp.ups.on_battery" in checks:  # "battery low" is implied by the minutes left
+            words = [w for w in words if w[1] != "battery low"]
+        minutes = next((i.evidence.get("minutes_remaining") for i in incs if i.evidence.get("on_battery")), None)
+        extra = [i.evidence.get(k) for i in incs for k in ("alarms", "battery", "bypass") if i.evidence.get(k)]
+        detail_en = "; ".join(str(x if isinstance(x, str) else ", ".join(map(str, x))) for x in extra)
         title = Text(
-            f"UPS {device} {'市电中断，电池供电' if on_battery else '电池电量低'}"
-            + (f"，剩余约 {minutes} 分钟" if minutes is not None else ""),
-            f"UPS {device} {'on battery (mains lost)' if on_battery else 'battery low'}"
-            + (f", about {minutes} min left" if minutes is not None else ""),
-        )
+            f"UPS {device} " + "，".join(w[0] for w in words)
+            + (f"，剩余约 {minutes} 分钟" if minutes is not None else "")
+            + (f"（{detail_en}）" if detail_en else ""),
+            f"UPS {device} " + ", ".join(w[1] for w in words)
+            + (f", about {minutes} min left" if minutes is not None else "")
+            + (f" ({detail_en})" if detail_en else ""),
+        )  # fmt: skip
         rest.append(
             replace(
                 worst,

@@ -1,10 +1,12 @@
-"""SNMP figures, side by side in one run (prints them; asserts nothing).
+"""SNMP figures, side by side in one run, like for like (prints them; asserts nothing).
 
-1. Warm poll of a 48-port switch's interface status (ifOperStatus) through the probe's one
-   long-lived pysnmp engine, against net-snmp `snmpbulkwalk` of the same column on the same
-   snmpsim, per process (what a cron-style poller pays each time).
-2. A whole warm probe round of that switch (status, uplink counters, CPU/memory/temperature).
-3. Agent resident memory: `hisguard-agent run` with host+ping jobs, and with an SNMP job (four
+1. Warm vs warm: a 48-port switch's interface status (ifOperStatus, GETBULK walk) through the
+   probe's one long-lived pysnmp engine, against net-snmp's C library in-process (ezsnmp, one
+   session kept open), on the same snmpsim device.
+2. Cold vs cold: the same walk by a fresh process each time — `python -c` with the probe's client,
+   against net-snmp's `snmpbulkwalk` (what a cron-style poller pays each time).
+3. A whole warm probe round of that switch (status, uplink counters, CPU/memory/temperature).
+4. Agent memory, judged on the peak (VmHWM): `hisguard-agent run` with host+ping jobs, and with an SNMP job (four
    devices, trap receiver on) added, from an agent-only install (bench/.venv-agent, built by
    bench_agent.agent_python with the snmp extra), as on a hospital server. pysmi is hidden from
    the agent, as on a deployed agent (it is a test-only dependency; pysnmp loads it when present).
@@ -26,17 +28,24 @@ from pathlib import Path
 
 import psutil
 
+try:
+    import ezsnmp
+except ImportError:  # the test extra installs it; without it the warm peer is reported missing
+    ezsnmp = None
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_agent import agent_python  # noqa: E402
 from hisguard.checks.base import ProbeContext  # noqa: E402
-from hisguard.checks.snmp import Config, oids, poll_device  # noqa: E402
+from hisguard.checks.snmp import Config, oids  # noqa: E402
 from hisguard.checks.snmp.client import Credentials, Session  # noqa: E402
+from hisguard.checks.snmp.polling import poll_device  # noqa: E402
 from tests.data.snmp.gen import Switch, Ups  # noqa: E402
 from tests.data.snmp.sim import SnmpSim, free_udp_port  # noqa: E402
 
 ROUNDS = 40
+COLD_ROUNDS = 10
 
 
 def ms(xs: list[float]) -> str:
@@ -64,6 +73,42 @@ async def pysnmp_figures(sim: SnmpSim) -> tuple[list[float], list[float], float]
         await poll_device(cfg.devices[0], cfg, ctx)
         whole.append((time.perf_counter() - t) * 1000)
     return status, whole, cold
+
+
+def ezsnmp_figures(sim: SnmpSim) -> list[float] | None:
+    """net-snmp's C library in-process, one session kept open: the warm like-for-like peer."""
+    if ezsnmp is None:
+        return None
+    sess = ezsnmp.Session(hostname="127.0.0.1", port_number=sim.port, version=2, community="sw48", timeout=2,
+                          retries=1, set_max_repeaters_to_num=64)  # fmt: skip
+    sess.bulk_walk(oids.IF_OPER)
+    out = []
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        rows = sess.bulk_walk(oids.IF_OPER)
+        out.append((time.perf_counter() - t) * 1000)
+        assert len(rows) == 48, len(rows)
+    return out
+
+
+COLD = (
+    "import sys, asyncio; sys.modules['pysmi'] = None\n"
+    "from hisguard.checks.snmp.client import Credentials, Session\n"
+    "s = Session('127.0.0.1', {port}, Credentials('2c', community='sw48'), 2.0, 1)\n"
+    "rows = asyncio.run(s.columns(['{oid}'], 64))['{oid}']\n"
+    "assert len(rows) == 48, len(rows)\n"
+)
+
+
+def cold_hisguard_figures(sim: SnmpSim) -> list[float]:
+    """A fresh Python process per walk, with the probe's client (as a one-shot poller would run it)."""
+    code = COLD.format(port=sim.port, oid=oids.IF_OPER)
+    out = []
+    for _ in range(COLD_ROUNDS):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 def snmpbulkwalk_figures(sim: SnmpSim) -> list[float] | None:
@@ -134,6 +179,14 @@ kind = "ups"
 LAUNCH = "import sys; sys.modules['pysmi'] = None; from hisguard.agent.cli import main; sys.exit(main())"
 
 
+def vm_hwm(pid: int) -> float:
+    """The process's peak resident set (VmHWM), MiB: the kernel's own high-water mark, not a sample."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def agent_rss(python: str, config_text: str, seconds: float = 8.0) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(prefix="hg-bench-"))
     cfg = work / "agent.toml"
@@ -143,14 +196,12 @@ def agent_rss(python: str, config_text: str, seconds: float = 8.0) -> tuple[floa
                             stderr=(work / "agent.log").open("wb"), cwd=work)  # fmt: skip
     try:
         p = psutil.Process(proc.pid)
-        peak = 0.0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             if proc.poll() is not None:
                 raise RuntimeError((work / "agent.log").read_text()[-2000:])
-            peak = max(peak, p.memory_info().rss)
             time.sleep(0.2)
-        return p.memory_info().rss / 2**20, peak / 2**20
+        return p.memory_info().rss / 2**20, vm_hwm(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -172,37 +223,55 @@ def main() -> None:
     sim.start()
     try:
         status, whole, cold = asyncio.run(pysnmp_figures(sim))
+        warm_peer = ezsnmp_figures(sim)
+        cold_ours = cold_hisguard_figures(sim)
         walk = snmpbulkwalk_figures(sim)
-        print("SNMP poll of a 48-port switch (snmpsim on 127.0.0.1), interface status (ifOperStatus column):")
-        print(f"  hisguard, one warm pysnmp engine      {ms(status)}   (cold first request {cold:.0f} ms)")
-        if walk:
-            print(f"  net-snmp snmpbulkwalk, per process    {ms(walk)}")
-            ratio = statistics.median(status) / statistics.median(walk)
-            print(f"  ratio hisguard / snmpbulkwalk         {ratio:.2f}x  (target ≤ 1.5x)")
+        print("SNMP walk of a 48-port switch's interface status (ifOperStatus, GETBULK), snmpsim on 127.0.0.1:")
+        print("  warm (a long-lived client in one process):")
+        print(f"    hisguard, one pysnmp engine          {ms(status)}   (its first request {cold:.0f} ms)")
+        if warm_peer:
+            ratio = statistics.median(status) / statistics.median(warm_peer)
+            print(f"    net-snmp C library (ezsnmp), session {ms(warm_peer)}")
+            print(f"    ratio hisguard / ezsnmp              {ratio:.2f}x")
             result(
-                "warm poll of a 48-port switch's interface status (bench_snmp.py)",
+                "warm walk of a 48-port switch's ifOperStatus, warm vs warm (bench_snmp.py)",
                 f"{statistics.median(status):.1f} ms ({ratio:.2f}×)",
-                f"snmpbulkwalk per process: {statistics.median(walk):.1f} ms",
-                "≤ 1.5× snmpbulkwalk",
-                ratio <= 1.5,
+                f"net-snmp in-process (ezsnmp): {statistics.median(warm_peer):.1f} ms",
+                "≤ 3× net-snmp's C library",
+                ratio <= 3,
             )
         else:
-            print("  net-snmp snmpbulkwalk: not installed (Debian package snmp)")
-        print(f"  whole warm probe round of the switch  {ms(whole)}  (status, uplink counters, CPU/mem/temp)")
+            print("    net-snmp C library (ezsnmp): not installed (pip install ezsnmp)")
+        print("  cold (a fresh process for each walk):")
+        print(f"    hisguard, python -c + probe client   {ms(cold_ours)}")
+        if walk:
+            ratio = statistics.median(cold_ours) / statistics.median(walk)
+            print(f"    net-snmp snmpbulkwalk                {ms(walk)}")
+            print(f"    ratio hisguard / snmpbulkwalk        {ratio:.2f}x")
+            result(
+                "cold walk (a fresh process each) of a 48-port switch's ifOperStatus (bench_snmp.py)",
+                f"{statistics.median(cold_ours):.0f} ms ({ratio:.1f}×)",
+                f"snmpbulkwalk: {statistics.median(walk):.1f} ms",
+                "stated, no target (the agent polls warm)",
+                True,
+            )
+        else:
+            print("    net-snmp snmpbulkwalk: not installed (Debian package snmp)")
+        print(f"  whole warm probe round of the switch   {ms(whole)}  (status, uplink counters, health tables)")
         base = AGENT
         with_snmp = AGENT + SNMP.format(port=sim.port, trap_port=free_udp_port())
         python = agent_python("snmp")
         now0, peak0 = agent_rss(python, base)
         now1, peak1 = agent_rss(python, with_snmp)
-        print("Agent resident memory (hisguard-agent run, agent-only install, 8 s, rounds every 2 s):")
-        print(f"  host + ping jobs                      {now0:6.1f} MiB (peak {peak0:.1f})")
-        print(f"  + SNMP job, 4 devices, trap receiver  {now1:6.1f} MiB (peak {peak1:.1f})  (target < 50 MiB)")
+        print("Agent memory (hisguard-agent run, agent-only install, 8 s, rounds every 2 s), peak = VmHWM:")
+        print(f"  host + ping jobs                      peak {peak0:6.1f} MiB (at the end {now0:.1f})")
+        print(f"  + SNMP job, 4 devices, trap receiver  peak {peak1:6.1f} MiB (at the end {now1:.1f})  (target < 50)")
         result(
-            "agent RSS with SNMP: 4 devices + trap receiver (bench_snmp.py)",
-            f"{now1:.1f} MiB (without SNMP: {now0:.1f} MiB)",
+            "agent peak memory (VmHWM) with SNMP: 4 devices + trap receiver (bench_snmp.py)",
+            f"{peak1:.1f} MiB (without SNMP: {peak0:.1f} MiB)",
             "",
             "< 50 MiB",
-            now1 < 50,
+            peak1 < 50,
         )
     finally:
         sim.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,8 @@ from hisguard.agent.classify import Failing, classify
 from hisguard.checks.base import ProbeContext, ProbeError
 from hisguard.checks.snmp import Config, probe
 from hisguard.plan import Scope, Severity, Trigger
-from tests.data.snmp.gen import Switch, Ups, rewrite
-from tests.data.snmp.sim import SHIPPED, V3_AUTH, V3_PRIV, V3_USER, SnmpSim
+from tests.data.snmp.gen import Switch, Ups, render, rewrite
+from tests.data.snmp.sim import SHIPPED, V3_AUTH, V3_PRIV, V3_USER, GarbageAgent, SnmpSim
 from tests.support import peers
 from tests.support.netns import TestNet
 
@@ -245,30 +243,11 @@ async def test_unreadable_device_is_a_probe_error_naming_it_never_an_incident(si
 
 
 async def test_device_answering_garbage_is_a_probe_error(tmp_path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                _, peer = sock.recvfrom(65535)
-            except OSError:
-                continue
-            sock.sendto(b"\x30\x82\xff\xffHTTP/1.1 400 garbage\r\n", peer)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        cfg = Config(devices=[{"name": "junk-box", "address": "127.0.0.1", "port": sock.getsockname()[1],
+    with GarbageAgent() as junk:
+        cfg = Config(devices=[{"name": "junk-box", "address": "127.0.0.1", "port": junk.port,
                                "timeout": 0.5, "retries": 0}])  # fmt: skip
         with pytest.raises(ProbeError, match="junk-box"):
             await asyncio.wait_for(probe(cfg, ctx(tmp_path)), 10)
-    finally:
-        stop.set()
-        t.join()
-        sock.close()
 
 
 async def test_silent_agent_that_pings_is_trigger_2_and_silence_without_ping_trigger_1(tmp_path):
@@ -365,3 +344,47 @@ def test_engine_takes_its_mib_modules_from_the_bytecode_cache(sim, tmp_path):
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.splitlines() == ["access", "0"], out.stderr[-2000:]
+
+
+def _with(sw: Switch, *extra: tuple[str, int, object]) -> str:
+    return render([*sw.records(), *extra])
+
+
+async def test_h3c_placeholders_and_not_supported_are_not_readings_or_faults(sim, tmp_path):
+    # Comware answers 65535 for parts without a sensor (temperature and threshold) and notSupported(1)
+    # as the error status of parts it cannot judge: neither is 65535 °C nor a hardware fault.
+    b = "1.3.6.1.4.1.25506.2.6.1.1.1.1"
+    placeholders = [(f"{b}.12.31", 2, 65535), (f"{b}.13.31", 2, 65535), (f"{b}.19.32", 2, 1), (f"{b}.12.32", 2, 0)]
+    sim.write("core", _with(Switch("core", vendor="h3c"), *placeholders))
+    try:
+        obs = await probe(Config(devices=[dev(sim, "core", hospital_critical=True)]), ctx(tmp_path))
+    finally:
+        sim.write("core", Switch("core", vendor="h3c").render())
+    assert incidents(obs) == []
+    temp = by(obs, "snmp.temperature")["core"]
+    assert temp.value == 41 and [r["where"] for r in temp.detail["readings"]] == ["entity 30"]
+    assert by(obs, "snmp.hardware")["core"].ok
+
+
+async def test_lag_uplink_member_down_is_redundancy_lost_and_the_lag_down_the_outage(sim, tmp_path):
+    # A LAG (ifType 161) as the uplink; its members from IF-MIB's ifStackTable.
+    i, x = "1.3.6.1.2.1.2.2.1", "1.3.6.1.2.1.31.1.1.1"
+    lag = [(f"{i}.1.100", 2, 100), (f"{i}.2.100", 4, "Eth-Trunk1"), (f"{i}.3.100", 2, 161), (f"{i}.7.100", 2, 1),
+           (f"{x}.1.100", 4, "Eth-Trunk1"), ("1.3.6.1.2.1.31.1.2.1.3.100.47", 2, 1),
+           ("1.3.6.1.2.1.31.1.2.1.3.100.48", 2, 1)]  # fmt: skip
+    cfg = Config(devices=[dev(sim, "access", uplinks=["Eth-Trunk1"], hospital_critical=True)])
+    c = ctx(tmp_path)
+    try:
+        for down, lag_oper, expected in (
+            (set(), 1, []),
+            ({47}, 1, [("snmp.uplink_redundancy", Severity.URGENT)]),
+            ({47, 48}, 2, [("snmp.interface", Severity.CRITICAL)]),
+        ):
+            sim.write("access", _with(Switch("access", oper_down=down), *lag, (f"{i}.8.100", 2, lag_oper)))
+            got = [(inc.evidence["check"], inc.severity) for inc in incidents(await probe(cfg, c))]
+            if down == {47, 48}:  # the LAG and its group both down: one incident for the device, critical
+                assert [sev for _, sev in got] == [Severity.CRITICAL], got
+            else:
+                assert got == expected, got
+    finally:
+        sim.write("access", Switch("access").render())

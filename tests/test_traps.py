@@ -241,3 +241,27 @@ async def test_trap_port_in_use_is_a_clear_error(sim, tmp_path):
         cfg = config(sim, only="core").model_copy(update={"trap_port": taken.getsockname()[1]})
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{cfg.trap_port}.*in use"):
             await watch(cfg, ProbeContext(host="agent-1", state_dir=tmp_path), lambda obs: None)
+
+
+async def test_link_down_trap_before_the_first_poll_still_counts_for_the_uplink(sim, tmp_path):
+    # The agent has just started: the receiver listens but no round has named the ports yet. The trap
+    # must not be dropped (it used to be: the uplink then needed two polls, the next a full interval away).
+    h = Harness(config(sim, only="access"), tmp_path)
+    task = asyncio.create_task(watch(h.cfg, h.ctx, h.emit))
+    try:
+        await asyncio.sleep(0.5)
+        snmptrap(h.cfg, ACCESS, "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.48", "i", "48")
+        await h.until(lambda: [o for o in h.emitted if o.check == "snmp.interface"])
+        snmptrap(h.cfg, ACCESS, "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.7", "i", "7")  # an edge port
+        await asyncio.sleep(1.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (o,) = [o for o in h.emitted if o.check == "snmp.interface"]
+    assert (o.subject, o.ok, o.detail["via"], o.detail["if_index"]) == (
+        "access/GigabitEthernet0/0/48",
+        False,
+        "trap",
+        48,
+    )
+    assert h._want.is_set()  # and it asked for the confirming poll

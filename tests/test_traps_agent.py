@@ -78,6 +78,14 @@ trap_storm = 300
 """
 
 
+def first_round_seen(server: ServerProc) -> dict | None:
+    for a in server.get("/agents"):
+        if a["name"] == "netmon-01":
+            snap = (server.get(f"/agents/{a['id']}/health") or {}).get("snapshot") or {}
+            return snap if any(o["check"] == "snmp.interface" for o in snap.get("observations", [])) else None
+    return None
+
+
 def test_traps_reach_the_server_as_incidents_long_before_the_next_poll(tmp_path, server, sim):
     exe = peers.need_binary("snmptrap")
     trap_port = free_udp_port()
@@ -92,8 +100,12 @@ def test_traps_reach_the_server_as_incidents_long_before_the_next_poll(tmp_path,
         subprocess.run(cmd, check=True, timeout=10)
 
     try:
-        wait_until(lambda: "receiving traps" in agent.output() or server.get("/agents"), 15, what="agent up")
-        time.sleep(2.0)  # the first round has run
+        wait_until(lambda: "receiving traps" in agent.output(), 30, what="agent up")
+        # The first round has run when a heartbeat carries its observations (not after a fixed sleep).
+        snap = wait_until(lambda: first_round_seen(server), 60, what="the agent's first SNMP round")
+        # The heartbeat says per device what it cannot be read for (the host page shows it).
+        ups_cov = next(o for o in snap["observations"] if o["check"] == "snmp.coverage" and o["subject"] == "ups")
+        assert "alarms" in ups_cov["not_provided"]
         assert server.incidents(status="open") == []
         # The uplink goes down, then the switch says so.
         sim.write("access", Switch("access", oper_down={48}).render())

@@ -236,6 +236,7 @@ class Session:
         if _MISSING is not None:
             raise SnmpError(f"SNMP support is not installed ({_MISSING}): pip install 'hisguard[snmp]'")
         self.context = ContextData(contextName=cred.context.encode()) if cred.context else ContextData()
+        self.asking: list[str] = []  # the OIDs of the request under way (named in errors and timeouts)
 
     async def _send(self, fn: Any, *args: Any) -> tuple[Any, ...]:
         eng = engine()
@@ -245,15 +246,22 @@ class Session:
         except SnmpError:
             raise
         except Exception as exc:  # pysnmp raises for malformed answers and local misconfiguration
-            raise SnmpError(f"SNMP request failed: {exc.__class__.__name__}: {exc}") from exc
+            raise SnmpError(f"SNMP request for {self.asked()} failed: {exc.__class__.__name__}: {exc}") from exc
         if ind:
-            raise _explain(ind)
+            err = _explain(ind)
+            raise SnmpError(f"{err} (asking {self.asked()})", silent=err.silent)
         if status:
             raise SnmpError(f"device refused the request: {status.prettyPrint()} at varbind {int(index)}")
         return tuple(binds)
 
+    def asked(self) -> str:
+        from hisguard.checks.snmp.oids import name
+
+        return ", ".join(name(o) for o in self.asking[:3]) + (" …" if len(self.asking) > 3 else "")
+
     async def get(self, oids: list[str]) -> dict[str, Any]:
         """Values by OID; an OID the device does not have is absent from the result."""
+        self.asking = list(oids)
         binds = await self._send(get_cmd, *[ObjectType(ObjectIdentity(o), Null()) for o in oids])
         out = {}
         for name, value in binds:
@@ -266,12 +274,15 @@ class Session:
         self, cols: list[str], max_repetitions: int = 25, max_rows: int = 5000
     ) -> dict[str, dict[str, Any]]:
         """Walk table columns side by side with GETBULK: {column: {index: value}}."""
+        from hisguard.checks.snmp.oids import name as oid_name
+
         result: dict[str, dict[str, Any]] = {c: {} for c in cols}
         prefixes = {c: c + "." for c in cols}
         cursor = {c: c for c in cols}
         active = list(cols)
         rows = 0
         while active:
+            self.asking = list(active)
             binds = await self._send(
                 bulk_cmd, 0, max_repetitions, *[ObjectType(ObjectIdentity(cursor[c]), Null()) for c in active]
             )
@@ -287,13 +298,13 @@ class Session:
                     done.add(col)
                     continue
                 if cursor[col] != col and _oid_key(oid) <= _oid_key(cursor[col]):
-                    raise SnmpError(f"device returned OIDs out of order in {col} (broken SNMP agent)")
+                    raise SnmpError(f"walk of {oid_name(col)}: OIDs out of order (broken SNMP agent)")
                 result[col][oid[len(prefixes[col]) :]] = value
                 cursor[col] = oid
             rows += len(binds) // max(1, len(active))
             active = [c for c in active if c not in done]
             if rows > max_rows:
-                raise SnmpError(f"more than {max_rows} rows in {cols[0]}: stopped (not a table this probe reads)")
+                raise SnmpError(f"walk of {oid_name(cols[0])} did not end after {max_rows} rows: stopped")
         return result
 
 

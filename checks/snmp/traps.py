@@ -22,14 +22,18 @@ from pysnmp.entity import config
 from pysnmp.entity.rfc3413 import ntfrcv
 
 from hisguard.checks.base import Emit, Observation, ProbeContext
-from hisguard.checks.snmp import Config, Device, oids, restart_observations, state
-from hisguard.checks.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, enable_privacy, engine
+from hisguard.checks.snmp import oids
+from hisguard.checks.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS, Session, SnmpError, enable_privacy, engine
+from hisguard.checks.snmp.config import Config, Device
+from hisguard.checks.snmp.interfaces import text
+from hisguard.checks.snmp.polling import restart_observations, state
 
 log = logging.getLogger("hisguard.snmp.traps")
 
 MAX_SOURCES = 4096  # distinct senders tracked; the rest are counted together
 TICK_S = 2.0
 POLL_GAP = 1.0  # seconds between confirming polls asked by traps
+RCVBUF = 8 * 2**20  # bytes the kernel may queue for the trap socket (~10,000 traps while the loop is busy)
 _DOMAIN = (*udp.DOMAIN_NAME, 162)  # the receiver's own transport, apart from the pollers'
 
 
@@ -91,6 +95,7 @@ class TrapReceiver:
         self._last_ask = 0.0
         self._deferred: asyncio.TimerHandle | None = None
         self.pending: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None  # port look-ups under way (set while serving)
         ctx.memory["snmp-traps"] = self
 
     # -- before decoding: count, rate-limit ---------------------------------------------------
@@ -154,24 +159,56 @@ class TrapReceiver:
             obs += restart_observations(dev, self.cfg, st, ob, None)
         elif trap in (oids.LINK_DOWN, oids.LINK_UP):
             index = next((str(int(v)) for k, v in binds.items() if k.startswith(oids.IF_INDEX + ".")), None)
-            names = state(self.ctx).devices.get(dev.name, {}).get("ifnames", {})
-            port = names.get(index or "", f"if{index}")
-            uplinks = {u.lower() for u in dev.uplinks}
-            watched = dev.watch == "all" or port.lower() in uplinks or (index or "") in dev.uplinks
-            if watched and trap == oids.LINK_DOWN:
-                # One bad round for the port; the confirming poll supplies the second.
-                detail = {"port": port, "if_index": int(index) if index else None, "name": f"{dev.name} {port}"}
-                name = f"{dev.name} {port}"
-                obs.append(
-                    Observation(
-                        "snmp.interface", f"{dev.name}/{port}", False, impact, 2.0, name=name, detail={**base, **detail}
-                    )
-                )
+            mem = state(self.ctx).devices.get(dev.name, {})
+            port = mem.get("ports", {}).get(index or "")
+            if index and port is None:
+                # The first poll has not named this device's ports yet: ask the device for this one port
+                # rather than drop the trap (a linkDown is the news a trap receiver exists for).
+                if trap == oids.LINK_DOWN and self._tasks is not None:
+                    task = asyncio.get_running_loop().create_task(self._link_down_unnamed(dev, index))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            elif port is not None and trap == oids.LINK_DOWN and self._watched(dev, mem, index or ""):
+                obs.append(self._link_down(dev, port.label, port.shown(dev.name), port.brief()))
         elif trap in (oids.UPS_TRAP_ON_BATTERY, oids.APC_TRAP_ON_BATTERY):
             obs.append(Observation("snmp.ups.on_battery", dev.name, False, impact, None, name=dev.name, detail=base))
         # A trap counts as one bad round until the confirming poll has run, however often it repeats.
         obs = [o for o in obs if o.ok is not False or (o.check, o.subject) not in self.pending]
         self.pending.update((o.check, o.subject) for o in obs if o.ok is False)
+        if obs:
+            self.emit(obs)
+        self._ask_poll()
+
+    def _watched(self, dev: Device, mem: dict[str, Any], index: str) -> bool:
+        """Is this port watched on its own? A member of a redundant group waits for the confirming poll."""
+        if index in mem.get("grouped", set()):
+            return False
+        return dev.watch == "all" or index in mem.get("watched", set())
+
+    def _link_down(self, dev: Device, label: str, name: str, brief: dict[str, Any]) -> Observation:
+        # One bad round for the port; the confirming poll supplies the second.
+        detail = {"device": dev.name, "address": dev.address, "via": "trap", **brief, "name": name}
+        return Observation("snmp.interface", f"{dev.name}/{label}", False, dev.impact(), 2.0, name=name, detail=detail)
+
+    async def _link_down_unnamed(self, dev: Device, index: str) -> None:
+        sess = Session(dev.address, dev.port, dev.credentials(), dev.timeout, dev.retries)
+        cols = (oids.IF_NAME, oids.IF_DESCR, oids.IF_ALIAS)
+        try:
+            got = await sess.get([f"{c}.{index}" for c in cols])
+        except SnmpError as exc:
+            log.info("linkDown from %s for ifIndex %s: port not readable (%s)", dev.name, index, exc)
+            return
+        name_, descr, alias = (text(got.get(f"{c}.{index}", "")) for c in cols)
+        label = name_ or descr or f"if{index}"
+        wanted = {u.strip().lower() for u in dev.uplinks}
+        named = {f"#{index}", index, label.lower(), descr.lower(), alias.lower()} - {""}
+        if dev.watch != "all" and not (wanted & named):
+            return
+        shown = f"{dev.name} {label}" + (f"（{alias}）" if alias else "")
+        brief = {"port": label, "if_index": int(index), **({"alias": alias} if alias else {})}
+        obs = [self._link_down(dev, label, shown, brief)]
+        obs = [o for o in obs if (o.check, o.subject) not in self.pending]
+        self.pending.update((o.check, o.subject) for o in obs)
         if obs:
             self.emit(obs)
         self._ask_poll()
@@ -247,6 +284,12 @@ class TrapReceiver:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((self.cfg.trap_listen, self.cfg.trap_port))
+            # A storm arrives faster than a busy loop drains it: let the kernel hold a burst (capped by
+            # net.core.rmem_max) so datagrams are counted rather than lost before they are seen.
+            try:  # above rmem_max needs CAP_NET_ADMIN (root); otherwise the kernel's cap applies
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RCVBUF)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.setblocking(False)
             self.transport = _LimitedUdp(self.admit).open_server_mode(sock=sock)
         except Exception as exc:
@@ -274,6 +317,8 @@ class TrapReceiver:
     def close(self) -> None:
         if self._deferred is not None:
             self._deferred.cancel()
+        for task in list(self._tasks or ()):
+            task.cancel()
         with contextlib.suppress(Exception):
             eng = engine()
             self.receiver.close(eng)
@@ -285,6 +330,7 @@ class TrapReceiver:
 
     async def serve(self) -> None:
         self.open()
+        self._tasks = set()
         try:
             while True:
                 await asyncio.sleep(TICK_S)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -208,3 +209,32 @@ class SnmpSim:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class GarbageAgent:
+    """A UDP port that answers every request with bytes that are not SNMP (a device gone wrong)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, peer = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            self.sock.sendto(b"\x30\x82\xff\xffHTTP/1.1 400 garbage\r\n", peer)
+
+    def __enter__(self) -> GarbageAgent:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
