@@ -12,7 +12,8 @@ def unsendable(address: str, job: str = "network", **impact: object) -> Failing:
 
 def own_network(job: str = "network") -> Failing:
     detail = {"outcome": "unsendable", "targets": 3, "interfaces_down": ["eth0"], "route": "no route"}
-    return Failing(job, Observation("ping.agent_network", "his-app-01", False, Impact(), name="eth0 down", detail=detail))
+    obs = Observation("ping.agent_network", "his-app-01", False, Impact(), name="eth0 down", detail=detail)
+    return Failing(job, obs)
 
 
 def test_nothing_sendable_is_one_trigger_1_incident_naming_the_interface():

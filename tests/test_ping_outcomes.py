@@ -64,8 +64,8 @@ def test_every_target_says_what_happened_to_its_requests(net, family):
         o = obs[addr[name]]
         assert o.value is None and (o.detail["sent"], o.detail["received"]) == (0, 0)
         assert o.detail["error"].startswith("EHOSTUNREACH")
-    no_route = obs[addr["no-route"]].detail["route"]
-    assert no_route == (f"unreachable {addr['no-route']}/32" if family == "address" else f"unreachable {addr['no-route']}/128")
+    prefix = 32 if family == "address" else 128
+    assert obs[addr["no-route"]].detail["route"] == f"unreachable {addr['no-route']}/{prefix}"
     if family == "address":  # an IPv4 address stays on a downed interface: the interface is named
         assert obs[addr["if-down"]].detail["interfaces_down"] == [net.hosts["if-down"].veth]
     (own,) = [o for o in obs.values() if o.check == "ping.agent_network"]
