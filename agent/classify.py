@@ -313,11 +313,13 @@ Fold = Callable[[list[Incident]], list[Incident]]
 
 
 def _agent_network_fold(incidents: list[Incident]) -> list[Incident]:
-    """This host cannot send at all: one incident for its own network, its unsendable targets as evidence.
+    """This host cannot send at all: one incident for its own network, its targets cut off as evidence.
 
     The targets' conditions stay failed underneath, so a partial repair shows the targets still cut
-    off at once instead of looking like a recovery. Runs before the topology fold, so targets the
-    agent cannot reach are not counted as devices lost.
+    off at once instead of looking like a recovery; a target answering again while its failure is
+    not yet cleared stays folded too. Only targets the network really reached (silence, an ICMP
+    error) keep their own incidents. Runs before the topology fold, so targets the agent cannot
+    reach are not counted as devices lost.
     """
     own = [i for i in incidents if i.evidence.get("check") == "ping.agent_network"]
     if not own:
@@ -327,7 +329,7 @@ def _agent_network_fold(incidents: list[Incident]) -> list[Incident]:
         i
         for i in incidents
         if i.evidence.get("check") == "ping.reachable"
-        and i.evidence.get("outcome") == "unsendable"
+        and i.evidence.get("outcome") in ("unsendable", "answered")
         and i.conditions[0][0] in jobs
     ]
     first = own[0]

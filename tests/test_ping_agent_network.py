@@ -31,7 +31,9 @@ def test_nothing_sendable_is_one_trigger_1_incident_naming_the_interface():
 def test_targets_of_another_job_or_failing_otherwise_keep_their_incidents():
     lost = Failing("network", Observation("ping.reachable", "10.0.0.7", False, detail={"outcome": "lost"}))
     other_job = unsendable("10.9.0.1", job="wan")
-    incs = classify("h", [unsendable("10.0.0.1"), lost, other_job, own_network()])
+    # answering again after the repair, not yet cleared: no incident of its own flashes up
+    back = Failing("network", Observation("ping.reachable", "10.0.0.8", True, detail={"outcome": "answered"}))
+    incs = classify("h", [unsendable("10.0.0.1"), lost, other_job, back, own_network()])
     assert sorted(i.key for i in incs) == [
         "h/ping.agent_network/his-app-01", "h/ping.reachable/10.0.0.7", "h/ping.reachable/10.9.0.1"]  # fmt: skip
 
