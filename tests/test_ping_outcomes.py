@@ -70,8 +70,8 @@ def test_every_target_says_what_happened_to_its_requests(net, family):
         assert obs[addr["if-down"]].detail["interfaces_down"] == [net.hosts["if-down"].veth]
     (own,) = [o for o in obs.values() if o.check == "ping.agent_network"]
     assert own.ok is True and own.subject == "his-app-01" and own.detail["unsendable"] == 2
-    assert describe(obs[addr["prohibits"]]).en.startswith("refused (ICMP error) 0/5: ICMP admin-prohibited")
-    assert describe(obs[addr["if-down"]]).zh.startswith("无法发送 0/0: EHOSTUNREACH")
+    assert describe(obs[addr["prohibits"]]).startswith("被拒绝（ICMP 差错） refused (ICMP error) 0/5: ICMP admin-prohibited")
+    assert describe(obs[addr["if-down"]]).startswith("无法发送 not sendable 0/0: EHOSTUNREACH")
 
 
 def test_nothing_sendable_to_any_target_is_the_agents_own_network(net):

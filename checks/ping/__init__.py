@@ -192,30 +192,27 @@ def _agent_network(ctx: ProbeContext, rounds: list[TargetRound], net: LocalNetwo
     return Observation("ping.agent_network", ctx.host, False, ctx.impact, name=label, detail=detail)
 
 
-def describe(obs: Observation) -> Text:
-    """One line on what a ping observation saw (for `hisguard-agent once` and `doctor`)."""
+def describe(obs: Observation) -> str:
+    """One line, Chinese then English, on what a ping observation saw (`hisguard-agent once`, `doctor`)."""
     d = obs.detail
     if obs.check == "ping.agent_network":
         if obs.ok:
-            return Text(f"本机网络正常（{d.get('targets')} 个目标）", f"own network ok ({d.get('targets')} targets)")
-        return Text(
-            f"本机网络故障：任何目标都无法发送（{obs.label}；{d.get('route')}）",
-            f"own network failing: nothing could be sent to any target ({obs.label}; {d.get('route')})",
+            return f"本机网络正常 own network ok ({d.get('targets')} targets, {d.get('unsendable', 0)} not sendable)"
+        return (
+            f"本机网络故障 own network failing: nothing could be sent to any target ({obs.label}; "
+            f"route: {d.get('route')})"
         )
     outcome = str(d.get("outcome", ""))
     text = OUTCOMES.get(outcome, Text(outcome, outcome))
-    counts = f" {d.get('received', 0)}/{d.get('sent', 0)}"
-    extra = ""
+    line = f"{text.zh} {text.en} {d.get('received', 0)}/{d.get('sent', 0)}"
     if outcome == ANSWERED and d.get("rtt_avg_ms") is not None:
-        extra = f", {d['rtt_avg_ms']:.2f} ms"
-        if obs.value:
-            extra += f", {obs.value:.0%} loss"
+        line += f", {d['rtt_avg_ms']:.2f} ms" + (f", {obs.value:.0%} lost" if obs.value else "")
     elif d.get("error"):
-        extra = f": {d['error']}"
+        line += f": {d['error']}"
         if d.get("interfaces_down"):
-            extra += f" ({', '.join(d['interfaces_down'])} down)"
+            line += f" ({', '.join(d['interfaces_down'])} down)"
         elif d.get("route"):
-            extra += f" (route: {d['route']})"
+            line += f" (route: {d['route']})"
     elif d.get("neighbour"):
-        extra = ": no ARP/ND answer"
-    return Text(f"{text.zh}{counts}{extra}", f"{text.en}{counts}{extra}")
+        line += ": no ARP/ND answer"
+    return line
