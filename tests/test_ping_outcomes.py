@@ -23,6 +23,7 @@ FAULTS = {
     "prohibits": lambda net, n: net.reject(n, "admin-prohibited"),
     "no-route": lambda net, n: net.route_unreachable(n),
     "if-down": lambda net, n: net.agent_link_down(n),
+    "eperm": lambda net, n: net.block_output(n),
 }
 
 
@@ -50,7 +51,7 @@ def test_every_target_says_what_happened_to_its_requests(net, family):
     obs = run(list(addr.values()))
     outcome = {name: obs[a].detail["outcome"] for name, a in addr.items()}
     assert outcome == {"answers": "answered", "drops": "lost", "refuses": "refused", "prohibits": "refused",
-                       "no-route": "unsendable", "if-down": "unsendable"}  # fmt: skip
+                       "no-route": "unsendable", "if-down": "unsendable", "eperm": "unsendable"}  # fmt: skip
     assert [name for name, a in addr.items() if obs[a].ok] == ["answers"]  # only an answer is reachable
     good = obs[addr["answers"]]
     assert good.value == 0.0 and good.detail["sent"] == good.detail["received"] == 5 and good.detail["rtt_avg_ms"] > 0
@@ -60,17 +61,18 @@ def test_every_target_says_what_happened_to_its_requests(net, family):
     unreach = "host-unreachable" if family == "address" else "address-unreachable"
     assert refused["error"] == f"ICMP {unreach} from {addr['refuses']}" and refused["sent"] == 5
     assert prohibited["icmp"] == {f"admin-prohibited from {addr['prohibits']}": 5}
-    for name in ("no-route", "if-down"):  # nothing left the machine: no loss figure at all, never "0 % loss"
+    for name in ("no-route", "if-down", "eperm"):  # nothing left the machine: no loss figure, never "0 % loss"
         o = obs[addr[name]]
         assert o.value is None and (o.detail["sent"], o.detail["received"]) == (0, 0)
-        assert o.detail["error"].startswith("EHOSTUNREACH")
+        assert o.detail["error"].startswith("EPERM" if name == "eperm" else "EHOSTUNREACH")
     prefix = 32 if family == "address" else 128
     assert obs[addr["no-route"]].detail["route"] == f"unreachable {addr['no-route']}/{prefix}"
     if family == "address":  # an IPv4 address stays on a downed interface: the interface is named
         assert obs[addr["if-down"]].detail["interfaces_down"] == [net.hosts["if-down"].veth]
     (own,) = [o for o in obs.values() if o.check == "ping.agent_network"]
-    assert own.ok is True and own.subject == "his-app-01" and own.detail["unsendable"] == 2
-    assert describe(obs[addr["prohibits"]]).startswith("被拒绝（ICMP 差错） refused (ICMP error) 0/5: ICMP admin-prohibited")
+    assert own.ok is True and own.subject == "his-app-01" and own.detail["unsendable"] == 3
+    refused_line = "被拒绝（ICMP 差错） refused (ICMP error) 0/5: ICMP admin-prohibited"
+    assert describe(obs[addr["prohibits"]]).startswith(refused_line)
     assert describe(obs[addr["if-down"]]).startswith("无法发送 not sendable 0/0: EHOSTUNREACH")
 
 

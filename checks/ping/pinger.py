@@ -428,7 +428,8 @@ class _Reader:
         while True:
             try:
                 data, addr = await self.loop.sock_recvfrom(self.ch.sock, 2048)
-            except OSError:
+            except OSError:  # a pending error surfacing once; never a busy loop
+                await asyncio.sleep(0.01)
                 continue
             self.ch.match(data, addr[0], time.monotonic())
 

@@ -10,7 +10,9 @@ no packet for a host whose link is down leaves the machine.
 Faults, each on one host: `down` (its link cut: silence), `drop` / `loss` (nftables drops ICMP at
 random), `reject` (it answers with an ICMP error), `route_unreachable` (the pinging side has an
 `unreachable` route for it: nothing can be sent), `agent_link_down` (the pinging side's interface
-towards it is down).
+towards it is down), `block_output` (the pinging side's firewall drops what it sends: EPERM).
+An interface taken down loses its IPv6 addresses (the kernel's default), so after
+`agent_link_up` only the IPv4 address answers again.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class TestNet:
     agent: str | None = None  # the pinging side's namespace when agent_ns
     _n: int = 0
     _routes: list[tuple[str, ...]] = field(default_factory=list)
+    _tables: list[str] = field(default_factory=list)  # nftables tables on the pinging side
 
     # -- addresses ----------------------------------------------------------------------------
     @property
@@ -167,6 +170,15 @@ class TestNet:
         """Remove the host's drop/loss/reject rules."""
         sh("ip", "netns", "exec", self.hosts[name].ns, "nft", "delete", "table", "inet", "hgfault", check=False)
 
+    def block_output(self, name: str) -> None:
+        """The pinging side's own firewall drops what it sends to the host: the send fails with EPERM."""
+        h, table = self.hosts[name], f"{self.tag}out"
+        self.ours("nft", "add", "table", "inet", table)
+        self.ours("nft", "add", "chain", "inet", table, "out", "{ type filter hook output priority 0; }")
+        self.ours("nft", "add", "rule", "inet", table, "out", "ip", "daddr", h.address, "drop")
+        self.ours("nft", "add", "rule", "inet", table, "out", "ip6", "daddr", h.address6, "drop")
+        self._tables.append(table)
+
     def route_unreachable(self, name: str) -> None:
         """An `unreachable` route for this one host on the pinging side: nothing can be sent to it."""
         h = self.hosts[name]
@@ -179,6 +191,10 @@ class TestNet:
         self.ours("ip", "-6", "route", "del", "unreachable", f"{h.address6}/128", check=False)
 
     def close(self) -> None:
+        if not self.agent:
+            for table in dict.fromkeys(self._tables):
+                sh("nft", "delete", "table", "inet", table, check=False)
+        self._tables.clear()
         for name, h in self.hosts.items():
             if not self.agent:
                 self.route_restore(name)
