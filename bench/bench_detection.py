@@ -37,7 +37,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_agent import low_port  # noqa: E402  (Zabbix, like zabbix_agent2, wants a port below 32768)
 from tests.support.netns import TestNet  # noqa: E402
 from tests.support.procs import AgentProc, ServerProc, free_port, wait_until  # noqa: E402
 
@@ -93,19 +93,6 @@ class Seen:
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300, **kw)
-
-
-def low_port() -> int:
-    """A free port in 1024–32767 (Zabbix refuses others)."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port below 32768")
 
 
 # -- hisguard -------------------------------------------------------------------------------------

@@ -8,36 +8,15 @@ from pathlib import Path
 import pytest
 
 from hisguard.agent.cli import main as agent_main
-from tests.support.netns import TestNet
-from tests.support.peers import need_binary, need_root
+from tests.support.netns import TestNet, need_namespaces
+from tests.support.peers import need_root
+from tests.support.pingagent import ping_agent_config
 from tests.support.procs import ServerProc
-
-CONFIG = """
-[agent]
-name = "his-db-01"
-state_dir = "state"
-[server]
-url = "{url}"
-token = "{token}"
-timeout = 2
-[[probe.ping]]
-name = "network"
-interval = 5
-timeout = 2
-count = 2
-reply_timeout = 0.3
-privileged = "yes"
-targets = [
-{targets}
-]
-"""
 
 
 @pytest.fixture(scope="module")
 def net():
-    need_root()
-    need_binary("ip")
-    need_binary("nft")
+    need_namespaces()
     with TestNet() as n:
         for name in ("ok", "lost", "refused", "cut"):
             n.add(name)
@@ -57,9 +36,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def write(tmp_path: Path, server: ServerProc, net: TestNet, names: list[str]) -> str:
-    rows = "\n".join(f'  {{ address = "{net.hosts[n].address}", name = "{n}-pc" }},' for n in names)
+    rows = [f'{{ address = "{net.hosts[n].address}", name = "{n}-pc" }}' for n in names]
+    text = ping_agent_config(
+        server.url, server.token, rows, "his-db-01", interval=5, timeout=2, count=2, reply_timeout=0.3, privileged="yes"
+    )
     conf = tmp_path / "agent.toml"
-    conf.write_text(CONFIG.format(url=server.url, token=server.token, targets=rows), encoding="utf-8")
+    conf.write_text(text, encoding="utf-8")
     return str(conf)
 
 

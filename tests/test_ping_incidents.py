@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.netns import TestNet
-from tests.support.peers import need_binary, need_root
+from tests.support.netns import TestNet, need_namespaces
+from tests.support.pingagent import ping_agent_config
 from tests.support.procs import AgentProc, ServerProc, wait_until
 
 INTERVAL = 2.0
@@ -22,9 +22,7 @@ INTERVAL = 2.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    need_root()
-    need_binary("ip")
-    need_binary("nft")
+    need_namespaces()
     srv = ServerProc(tmp_path_factory.mktemp("server")).start()
     yield srv
     srv.stop()
@@ -32,30 +30,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 def start_agent(server: ServerProc, tmp_path: Any, name: str, targets: list[str]) -> AgentProc:
     token = server.agent_token(name, "renmin")
-    rows = "\n".join(f"  {t}," for t in targets)
-    config = f"""
-[agent]
-name = "{name}"
-state_dir = "state"
-heartbeat_interval = 1
-
-[server]
-url = "{server.url}"
-token = "{token}"
-timeout = 2
-retry_max = 1
-
-[[probe.ping]]
-name = "network"
-interval = {INTERVAL}
-timeout = 1.5
-count = 3
-reply_timeout = 0.3
-confirm_after = 0.5
-targets = [
-{rows}
-]
-"""
+    config = ping_agent_config(
+        server.url, token, targets, name, interval=INTERVAL, timeout=1.5, count=3, reply_timeout=0.3, confirm_after=0.5
+    )
     agent = AgentProc(tmp_path / name, config).start()
     wait_until(lambda: any(a["name"] == name and a["last_seen"] for a in server.get("/agents")), 20, what="heartbeat")
     return agent

@@ -13,8 +13,7 @@ import pytest
 
 from hisguard.checks.base import Observation, ProbeContext
 from hisguard.checks.ping import Config, describe, probe
-from tests.support.netns import TestNet
-from tests.support.peers import need_binary, need_root
+from tests.support.netns import TestNet, need_namespaces
 
 FAULTS = {
     "answers": lambda net, n: None,
@@ -29,9 +28,7 @@ FAULTS = {
 
 @pytest.fixture(scope="module")
 def net():
-    need_root()
-    need_binary("ip")
-    need_binary("nft")
+    need_namespaces()
     with TestNet() as n:
         for name, fault in FAULTS.items():
             n.add(name)

@@ -21,9 +21,18 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from tests.support.peers import need_binary, need_root
+
 BLOCKS = 512  # /24s in 198.18.0.0/15
 REJECT_V4 = {"host-unreachable": "host-unreachable", "admin-prohibited": "admin-prohibited"}
 REJECT_V6 = {"host-unreachable": "addr-unreachable", "admin-prohibited": "admin-prohibited"}
+
+
+def need_namespaces() -> None:
+    """Skip (in CI: fail) unless this process can build test networks: root, `ip` and `nft`."""
+    need_root()
+    need_binary("ip")
+    need_binary("nft")
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
