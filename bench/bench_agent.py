@@ -284,11 +284,9 @@ def scale(sizes: list[int], seconds: float) -> None:
                     cmd = [fping, "-c", str(count), "-q", "-p", "50", "-i", f"{gap_ms:g}", *addrs]
                     while time.monotonic() - t0 < seconds:
                         tick = time.monotonic()
-                        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        _, _, usage = os.wait4(child.pid, 0)  # this one process's CPU and peak RSS
-                        child.returncode = 0
-                        cpu += usage.ru_utime + usage.ru_stime
-                        peak = max(peak, usage.ru_maxrss / 1024)
+                        cpu_used, rss_peak = run_measured(cmd)
+                        cpu += cpu_used
+                        peak = max(peak, rss_peak)
                         rounds += 1
                         time.sleep(max(0.0, interval - (time.monotonic() - tick)))
                     rows.append((f"fping, {n} targets", n, cpu, time.monotonic() - t0, rounds * n * count, peak))
@@ -314,6 +312,24 @@ def scale(sizes: list[int], seconds: float) -> None:
                 "≤ 3× fping",
                 per <= 3 * fper,
             )
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float]:
+    """Run a program to its end: its own CPU seconds (wait4) and peak RSS in MiB (sampled once it is exec'd;
+    ru_maxrss would count the forked Python it started as)."""
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, peak = psutil.Process(child.pid), 0.0
+    while True:
+        pid, _, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = 0  # reaped here
+            return usage.ru_utime + usage.ru_stime, peak
+        try:
+            if proc.exe().endswith(Path(cmd[0]).name):
+                peak = max(peak, proc.memory_info().rss / 2**20)
+        except psutil.Error:
+            pass
+        time.sleep(0.01)
 
 
 def _runs(server: ServerProc, name: str) -> int:

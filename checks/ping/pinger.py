@@ -370,7 +370,7 @@ async def _paced_sends(sendable: list[tuple[_Channel, TargetRound]], count: int,
             sweep = time.monotonic()
         i = 0
         while i < n:
-            allowed = min(n, max(i + 1, int((time.monotonic() - sweep) * rate) + 1))
+            allowed = min(n, max(i + 1, int((time.monotonic() - sweep + TICK) * rate)))
             for ch, t in sendable[i:allowed]:
                 ch.send(t)
             i = allowed
