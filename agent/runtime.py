@@ -197,6 +197,8 @@ class Agent:
                     row["name"] = o.name
                 if (rtt := o.detail.get("rtt_avg_ms")) is not None:
                     row["rtt_ms"] = round(rtt, 3)
+                if (outcome := o.detail.get("outcome")) is not None:  # a ping round: answered, lost, refused…
+                    row["outcome"] = outcome
                 observations.append(row)
         snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
         if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows

@@ -9,7 +9,7 @@ Prints (one run, same machine):
      CPU per echo request (real CPU time: psutil / getrusage), share of a core, RSS;
   3. RSS and CPU of `hisguard-agent run` with the host probe and the ping probe on 50 targets,
      next to zabbix_agent2 and prometheus-blackbox-exporter (Debian packages) idling on 127.0.0.1.
-About 5 minutes. Needs root for raw ICMP. Usage: bench/bench_agent.py [--seconds 60] [--scale 1000,2000,5000]
+About 8 minutes. Needs root for raw ICMP. Usage: bench/bench_agent.py [--seconds 60] [--scale 1000,2000,5000]
 """
 
 from __future__ import annotations

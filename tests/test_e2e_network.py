@@ -35,7 +35,7 @@ def agent_config(
 ) -> str:
     return ping_agent_config(
         server.url, token, targets, interval=interval, timeout=min(interval, 0.9), count=count, packet_interval=0.01,
-        reply_timeout=reply, fail_after=2, fail_window=3, clear_after=2,
+        reply_timeout=reply, fail_after=2, fail_window=3, clear_after=2, confirm_after=interval / 4,
     )  # fmt: skip
 
 

@@ -191,7 +191,8 @@ class _Channel:
         if not self.privileged and sys.platform == "linux":
             self.drain_errors()
 
-    def match(self, data: bytes, source: str, at: float) -> None:
+    def match(self, data: bytes, source: str | None, at: float) -> None:
+        """One packet read from the socket (`source` None where the loop cannot say who sent it)."""
         reply = self.icmp._parse_reply(data, source, at)
         if reply is None:
             return
@@ -200,7 +201,7 @@ class _Channel:
             return
         target = waiting.target
         if reply.type == self.echo_reply:
-            if source.split("%")[0] != target.ip or at - waiting.sent_at > self.reply_timeout:
+            if (source is not None and source.split("%")[0] != target.ip) or at - waiting.sent_at > self.reply_timeout:
                 return  # someone else's answer, or too late to count
             self._done((reply.id, reply.sequence))
             target.received += 1
@@ -209,7 +210,7 @@ class _Channel:
         if reply.type not in self.error_types or not self._quotes_icmp(data):
             return
         self._done((reply.id, reply.sequence))
-        self._refused(target, reply.type, reply.code, source)
+        self._refused(target, reply.type, reply.code, source or "?")
 
     def _done(self, key: tuple[int, int]) -> None:
         del self.waiting[key]
@@ -426,13 +427,18 @@ class _Reader:
             self.task = self.loop.create_task(self._receive())
 
     async def _receive(self) -> None:
+        recvfrom = getattr(self.loop, "sock_recvfrom", None)  # Python 3.11+
         while True:
             try:
-                data, addr = await self.loop.sock_recvfrom(self.ch.sock, 2048)
+                if recvfrom is not None:
+                    data, addr = await recvfrom(self.ch.sock, 2048)
+                    source: str | None = addr[0]
+                else:
+                    data, source = await self.loop.sock_recv(self.ch.sock, 2048), None
             except OSError:  # a pending error surfacing once; never a busy loop
                 await asyncio.sleep(0.01)
                 continue
-            self.ch.match(data, addr[0], time.monotonic())
+            self.ch.match(data, source, time.monotonic())
 
     def stop(self) -> None:
         if self.registered:
