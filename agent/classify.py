@@ -30,6 +30,15 @@ T1, T2 = Trigger.HARDWARE, Trigger.SOFTWARE
 RULES: dict[str, Rule] = {
     # 2.4(1) backbone network, switching equipment or main server hardware failure
     "ping.reachable": Rule(T1, Text("{label} 网络不可达", "{label} is unreachable on the network")),
+    # Nothing could be sent to any ping target: the agent's own interface or route, one incident (AGENT_NETWORK).
+    "ping.agent_network": Rule(
+        T1,
+        Text(
+            "{host} 本机网络故障，无法向任何目标发包（{label}）",
+            "{host}: own network failing, cannot send to any target ({label})",
+        ),
+        floor=Severity.URGENT,
+    ),
     "host.mount": Rule(T1, Text("{host} 磁盘 {label} 丢失（未挂载）", "{host}: disk {label} is gone (not mounted)")),
     # 2.4(2) server OS or management software failure: crashed services, reboot loops, exhaustion
     "host.process": Rule(T2, Text("{host} 必需进程 {label} 未运行", "{host}: required process {label} is not running")),
@@ -362,7 +371,41 @@ def incident_for(host: str, failing: Failing) -> Incident | None:
 
 # Passes over the whole set, e.g. folding the hosts behind a failed switch into the switch's incident.
 Fold = Callable[[list[Incident]], list[Incident]]
-FOLDS: list[Fold] = []
+
+
+def _agent_network_fold(incidents: list[Incident]) -> list[Incident]:
+    """This host cannot send at all: one incident for its own network, its targets cut off as evidence.
+
+    The targets' conditions stay failed underneath, so a partial repair shows the targets still cut
+    off at once instead of looking like a recovery; a target answering again while its failure is
+    not yet cleared stays folded too. Only targets the network really reached (silence, an ICMP
+    error) keep their own incidents. Runs before the topology fold, so targets the agent cannot
+    reach are not counted as devices lost.
+    """
+    own = [i for i in incidents if i.evidence.get("check") == "ping.agent_network"]
+    if not own:
+        return incidents
+    jobs = {c[0] for i in own for c in i.conditions}
+    cut_off = [
+        i
+        for i in incidents
+        if i.evidence.get("check") == "ping.reachable"
+        and i.evidence.get("outcome") in ("unsendable", "answered")
+        and i.conditions[0][0] in jobs
+    ]
+    first = own[0]
+    merged = replace(
+        first,
+        conditions=sorted({c for i in own for c in i.conditions}),
+        evidence={
+            **first.evidence,
+            "targets_cut_off": [i.evidence.get("name") or i.evidence.get("subject") for i in cut_off][:200],
+        },
+    )
+    return [merged, *(i for i in incidents if i not in own and i not in cut_off)]
+
+
+FOLDS: list[Fold] = [_agent_network_fold]
 
 # A service target's conditions, the one whose title speaks first (severity is the worst of them).
 SERVICE_CHECKS = ("service.answer", "service.cert.urgent", "service.cert", "service.latency")

@@ -18,6 +18,7 @@ from hisguard.tomlconfig import ConfigError
 
 if TYPE_CHECKING:
     from hisguard.agent.config import AgentConfig
+    from hisguard.checks.base import Observation
 
 EXIT_CONFIG = 2
 
@@ -86,6 +87,15 @@ def _fmt_value(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
+def _said(probe: str, o: Observation) -> str:
+    """The value column: a ping target's outcome (answered / lost / refused / not sendable), else the value."""
+    if probe == "ping":
+        from hisguard.checks.ping import describe
+
+        return describe(o)
+    return _fmt_value(o.value)
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     from hisguard.agent.delivery import DeliveryError, Sender
     from hisguard.agent.runtime import Agent
@@ -113,7 +123,7 @@ def cmd_once(args: argparse.Namespace) -> int:
             continue
         for o in agent.latest[job.name]:
             state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
-            print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_fmt_value(o.value)}")
+            print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_said(job.spec.name, o)}")
     services = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "service.answer"]
     if services:  # each target: what it came to, with the numbers
         from hisguard.checks.service.result import summary

@@ -1,4 +1,9 @@
-"""N-of-M confirmation: a condition fails after N bad rounds within the last M, clears after K good ones."""
+"""N-of-M confirmation: a condition fails after N bad rounds within the last M, clears after K good ones.
+
+A condition half-way — its latest round bad but not yet confirmed failed, or good while still
+failed — is *unsettled*: the scheduler runs a confirming round soon (the job's `confirm_after`)
+rather than a full interval later, so confirmation costs seconds, not intervals.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +27,10 @@ class _State:
 class Debouncer:
     states: dict[CondKey, _State] = field(default_factory=dict)
 
-    def update(self, job: str, cfg: ProbeConfig, obs: Observation) -> None:
+    def update(self, job: str, cfg: ProbeConfig, obs: Observation) -> bool:
+        """Record one observation; True if its condition is now unsettled (a confirming round would decide)."""
         if obs.ok is None:
-            return
+            return False
         key = (job, obs.check, obs.subject)
         st = self.states.get(key)
         if st is None:
@@ -40,6 +46,7 @@ class Debouncer:
             st.good_streak = 0
             if not st.failing and sum(st.recent) >= cfg.fail_after:
                 st.failing = True
+        return st.failing == obs.ok
 
     def assume_failing(self, key: CondKey, cfg: ProbeConfig) -> None:
         """After a restart, a condition the agent had reported stays failed until it is seen healthy."""

@@ -277,6 +277,8 @@ async def check_probes(cfg: Any) -> list[Finding]:
         except Exception as exc:
             error = f"{exc.__class__.__name__}: {exc}"
         else:
+            if job.spec.name == "ping":
+                return ping_findings(job.name, obs)
             bad = sum(1 for o in obs if o.ok is False)
             note = Text(f"，其中 {bad} 项异常", f", {bad} failing") if bad else Text("", "")
             ran = Finding(
@@ -334,6 +336,64 @@ def snmp_findings(job: str, obs: list[Any]) -> list[Finding]:
     return out
 
 
+PING_FIX = {
+    "unsendable": Text(
+        "本机发不出去：检查本机网卡是否连通、到该目标的路由（ip link / ip route，Windows：ipconfig / route print）"
+        "以及本机防火墙的出站规则",
+        "this host cannot send there: check its interface is up, its route to the target (ip link / ip route; "
+        "Windows: ipconfig / route print) and its outbound firewall rules",
+    ),
+    "refused": Text(
+        "目标或途中的设备以 ICMP 差错拒绝：确认目标在线，并在其防火墙/ACL 中允许来自本机的 ICMP 回显请求",
+        "the target or a device on the way refuses with an ICMP error: check it is up and that its firewall/ACL "
+        "allows ICMP echo from this host",
+    ),
+    "lost": Text(
+        "请求发出但无应答：确认目标在线、地址正确，且防火墙未丢弃 ICMP",
+        "requests left but drew no answer: check the target is up, the address is right and no firewall drops ICMP",
+    ),
+}
+MAX_PING_LINES = 20
+
+
+def ping_findings(job: str, obs: list[Any]) -> list[Finding]:
+    """Each target's outcome: nothing sendable anywhere fails the whole job (this host's network)."""
+    from hisguard.checks.ping import describe
+
+    targets = [o for o in obs if o.check == "ping.reachable"]
+    own = next((o for o in obs if o.check == "ping.agent_network"), None)
+    counts: dict[str, int] = {}
+    for o in targets:
+        counts[o.detail.get("outcome", "?")] = counts.get(o.detail.get("outcome", "?"), 0) + 1
+    tally = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    if own is not None and own.ok is False:
+        return [
+            Finding(
+                FAIL,
+                Text(
+                    f"探针 {job}：{len(targets)} 个目标全部无法发送，本机网络故障（{own.label}）",
+                    f"probe {job}: nothing could be sent to any of {len(targets)} targets — this host's network "
+                    f"is failing ({own.label}; route: {own.detail.get('route')})",
+                ),
+                PING_FIX["unsendable"],
+            )
+        ]
+    found = [
+        Finding(
+            OK, Text(f"探针 {job}：{len(targets)} 个目标：{tally}", f"probe {job}: {len(targets)} targets: {tally}")
+        )
+    ]
+    unanswered = [o for o in targets if o.detail.get("outcome") != "answered" or o.ok is False]
+    for o in unanswered[:MAX_PING_LINES]:
+        outcome = o.detail.get("outcome", "lost")
+        line = f"{job} {o.label}: {describe(o)}"
+        found.append(Finding(FAIL if outcome == "unsendable" else WARN, Text(line, line), PING_FIX.get(outcome)))
+    if len(unanswered) > MAX_PING_LINES:
+        more = len(unanswered) - MAX_PING_LINES
+        found.append(Finding(WARN, Text(f"{job}：另有 {more} 个目标无应答", f"{job}: {more} more targets unanswered")))
+    return found
+
+
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:
     findings = [check_state_dir(cfg), *check_icmp(cfg), *check_server(cfg)]
     if probes:
@@ -345,7 +405,8 @@ def report(findings: list[Finding], out: Any = None) -> int:
     out = out or sys.stdout
     for f in findings:
         print(f"[{f.status:^4}] {f.what.zh}", file=out)
-        print(f"       {f.what.en}", file=out)
+        if f.what.en != f.what.zh:
+            print(f"       {f.what.en}", file=out)
         if f.fix and f.status != OK:
             print(f"       修复：{f.fix.zh}", file=out)
             print(f"       fix:  {f.fix.en}", file=out)

@@ -69,7 +69,8 @@ class Agent:
                     self.debouncer.assume_failing((job_name, check, subject), jobs[job_name].config)
 
     # -- one round of one probe ---------------------------------------------------------------
-    async def run_round(self, job: ProbeJob, confirm: bool = True) -> None:
+    async def run_round(self, job: ProbeJob, confirm: bool = True) -> bool:
+        """Run one round of the job; True if it left a condition unsettled (a confirming round is due)."""
         st = self.status[job.name]
         started = time.monotonic()
         ctx = self.contexts[job.name]
@@ -78,28 +79,30 @@ class Agent:
             obs = await asyncio.wait_for(job.spec.run(job.config, ctx), job.config.timeout)
         except asyncio.TimeoutError:
             self._probe_failed(job, st, f"timed out after {job.config.timeout:g}s", started)
-            return
+            return False
         except ProbeError as exc:
             self._probe_failed(job, st, str(exc), started)
-            return
+            return False
         except Exception as exc:  # a probe bug must not stop the agent
             log.exception("probe %s crashed", job.name)
             self._probe_failed(job, st, f"{exc.__class__.__name__}: {exc}", started)
-            return
+            return False
         st.ok, st.error, st.runs = True, None, st.runs + 1
         st.duration_ms, st.at = (time.monotonic() - started) * 1000, time.time()
         self.latest[job.name] = obs
         cfg = job.config
         if not confirm:
             cfg = cfg.model_copy(update={"fail_after": 1, "fail_window": 1, "clear_after": 1})
+        unsettled = False
         for o in obs:
-            self.debouncer.update(job.name, cfg, o)
+            unsettled |= self.debouncer.update(job.name, cfg, o)
         # Conditions a complete round no longer reports (a removed target) no longer exist; watched ones persist.
         reported = {(job.name, o.check, o.subject) for o in obs} | self._watched.get(job.name, set())
         if not ctx.partial:
             for key in [k for k in self.debouncer.states if k[0] == job.name and k not in reported]:
                 del self.debouncer.states[key]
         self.reconcile()
+        return unsettled
 
     def emit(self, job: ProbeJob, obs: list[Observation]) -> None:
         """Observations from a probe's watcher (a trap, a file event): classified at once."""
@@ -196,6 +199,8 @@ class Agent:
                     row["rtt_ms"] = round(rtt, 3)
                 if (missing := o.detail.get("not_provided")) is not None:  # what a device cannot be read for
                     row["not_provided"] = missing
+                if (outcome := o.detail.get("outcome")) is not None:  # a ping round: answered, lost, refused…
+                    row["outcome"] = outcome
                 observations.append(row)
         snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
         if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows
@@ -220,17 +225,19 @@ class Agent:
     # -- schedules -----------------------------------------------------------------------------
     async def _job_loop(self, job: ProbeJob) -> None:
         loop = asyncio.get_running_loop()
-        interval = job.config.interval
+        interval, confirm_after = job.config.interval, job.config.confirm_after
         next_at = loop.time()
         while True:
-            await self.run_round(job)
-            next_at += interval
+            unsettled = await self.run_round(job)
             now = loop.time()
-            if next_at < now:  # a slow round: skip the missed ticks, keep the cadence
-                next_at += ((now - next_at) // interval + 1) * interval
+            while next_at <= now:  # the next tick of the cadence (a slow round skips the ticks it missed)
+                next_at += interval
+            wake = next_at
+            if unsettled and confirm_after is not None:  # confirm soon; the cadence itself is unchanged
+                wake = min(wake, now + confirm_after)
             poll_now = self._poll_now[job.name]
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(poll_now.wait(), next_at - now)  # a watcher may ask for a round now
+                await asyncio.wait_for(poll_now.wait(), wake - now)  # a watcher may ask for a round now
             poll_now.clear()
 
     async def _watch(self, job: ProbeJob) -> None:

@@ -29,6 +29,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+# Benchmarks whose peers set a slower pace than --timeout allows: bench_detection waits for
+# Prometheus' and Zabbix' own alarms and resolved messages (about 13–14 minutes).
+TIMEOUTS = {"bench_detection": 2400.0}
 
 
 @dataclass
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no benchmark selected", file=sys.stderr)
         return 2
     started = datetime.now(timezone.utc)
-    runs = [run_one(p, args.timeout) for p in benches]
+    runs = [run_one(p, max(args.timeout, TIMEOUTS.get(p.stem, 0.0))) for p in benches]
     args.out.write_text(render(runs, started) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     bad = [r.name for r in runs if r.rc != 0] + [

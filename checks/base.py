@@ -61,6 +61,13 @@ class ProbeConfig(BaseModel):
     fail_after: int = Field(1, ge=1, description="Bad rounds (N) within the window before a condition fails")
     fail_window: int = Field(1, ge=1, description="Window of rounds (M) for the N-of-M confirmation")
     clear_after: int = Field(1, ge=1, description="Consecutive good rounds before a failed condition clears")
+    confirm_after: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="A round that leaves a condition half-way (failed but unconfirmed, or recovering but not "
+        "cleared) runs again after this many seconds instead of a full interval; none: wait for the interval",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> ProbeConfig:

@@ -54,7 +54,7 @@ def test_all_good(server: ServerProc, tmp_path: Path, capsys) -> None:
     assert rc == 0, out
     assert "token accepted (agent token)" in out and "令牌有效" in out
     assert "core: raw ICMP sockets work" in out
-    assert "probe host:" in out and "probe core: 1 observations" in out
+    assert "probe host:" in out and "probe core: 1 targets: 1 answered" in out
     assert "all good" in out and "全部正常" in out
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.netns import TestNet
 from tests.support.peers import need_binary, need_root
+from tests.support.pingagent import ping_agent_config
 from tests.support.procs import AgentProc, ServerProc, wait_until
 
 INTERVAL = 1.0
@@ -32,32 +33,10 @@ def server(tmp_path):
 def agent_config(
     server: ServerProc, token: str, targets: list[str], interval: float = INTERVAL, count: int = 5, reply: float = 0.15
 ) -> str:
-    return f"""
-[agent]
-name = "his-app-01"
-state_dir = "state"
-heartbeat_interval = 1
-
-[server]
-url = "{server.url}"
-token = "{token}"
-timeout = 2
-retry_max = 1
-
-[[probe.ping]]
-name = "network"
-interval = {interval}
-timeout = {min(interval, 0.9)}
-count = {count}
-packet_interval = 0.01
-reply_timeout = {reply}
-fail_after = 2
-fail_window = 3
-clear_after = 2
-targets = [
-{chr(10).join(targets)}
-]
-"""
+    return ping_agent_config(
+        server.url, token, targets, interval=interval, timeout=min(interval, 0.9), count=count, packet_interval=0.01,
+        reply_timeout=reply, fail_after=2, fail_window=3, clear_after=2, confirm_after=interval / 4,
+    )  # fmt: skip
 
 
 def open_incidents(server: ServerProc) -> list[dict]:
@@ -68,8 +47,8 @@ def test_link_down_becomes_one_classified_incident_and_recovery_resolves_it(tmp_
     billing, core = net.add("billing"), net.add("core")
     token = server.agent_token("his-app-01", "renmin")
     targets = [
-        f'  {{ address = "{billing.address}", name = "门诊收费工作站", department = "门诊收费" }},',
-        f'  {{ address = "{core.address}", name = "核心交换机", hospital_critical = true }},',
+        f'{{ address = "{billing.address}", name = "门诊收费工作站", department = "门诊收费" }}',
+        f'{{ address = "{core.address}", name = "核心交换机", hospital_critical = true }}',
     ]
     agent = AgentProc(tmp_path / "agent", agent_config(server, token, targets)).start()
     try:
@@ -109,8 +88,8 @@ def test_twenty_percent_loss_raises_nothing_while_a_real_outage_is_caught(tmp_pa
     token = server.agent_token("his-app-01", "renmin")
     interval = 0.4
     targets = [
-        f'  {{ address = "{flaky.address}", name = "丢包链路", department = "住院药房" }},',
-        f'  {{ address = "{dead.address}", name = "手术室交换机", department = "手术室" }},',
+        f'{{ address = "{flaky.address}", name = "丢包链路", department = "住院药房" }}',
+        f'{{ address = "{dead.address}", name = "手术室交换机", department = "手术室" }}',
     ]
     agent = AgentProc(tmp_path / "agent", agent_config(server, token, targets, interval, count=4, reply=0.08)).start()
     try:
@@ -136,7 +115,7 @@ def _rounds(server: ServerProc, job: str) -> int:
 def test_outage_spools_and_every_incident_is_stored_exactly_once(tmp_path, net, server):
     hosts = [net.add(f"h{i}") for i in range(3)]
     token = server.agent_token("his-app-01", "renmin")
-    targets = [f'  {{ address = "{h.address}", department = "护士站" }},' for h in hosts]
+    targets = [f'{{ address = "{h.address}", department = "护士站" }}' for h in hosts]
     cfg = agent_config(server, token, targets)
     agent = AgentProc(tmp_path / "agent", cfg).start()
     try:
@@ -172,7 +151,7 @@ def _spooled_incidents(spool) -> int:
 
 def test_silent_agent_becomes_trigger_1_and_speaking_again_resolves_it(tmp_path, server):
     token = server.agent_token("his-db-01", "renmin")
-    cfg = agent_config(server, token, ['  { address = "127.0.0.1" },']).replace(
+    cfg = agent_config(server, token, ['{ address = "127.0.0.1" }']).replace(
         'name = "his-app-01"', 'name = "his-db-01"\nhospital_critical = true'
     )
     agent = AgentProc(tmp_path / "agent", cfg).start()

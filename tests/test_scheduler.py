@@ -132,3 +132,60 @@ def test_control_characters_in_a_subject_do_not_make_the_event_unsendable(tmp_pa
     assert event["key"] == "c/ping.reachable/GigabitEthernet0/1??"
     IncidentEvent.model_validate(event)  # the server's schema accepts it
     agent.store.close()
+
+
+def script_agent(tmp_path, monkeypatch, confirm_after: str, script: list[bool]):
+    """An agent whose one job reports `script` round by round, every 30 s unless it asks to confirm sooner."""
+    monkeypatch.setitem(checks.PROBES, "scripted", "tests.support.scriptprobe")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[agent]\nname = "c"\nstate_dir = "s"\n[server]\nurl = "http://127.0.0.1:9"\ntoken = "x"\n'
+        "[[probe.scripted]]\ninterval = 30\ntimeout = 1\nfail_after = 2\nfail_window = 3\nclear_after = 2\n"
+        f"{confirm_after}\n"
+    )
+    agent = Agent(load_config(path))
+    (job,) = agent.cfg.jobs
+    agent.contexts[job.name].memory["script"] = script
+    return agent, job
+
+
+async def _until(predicate, seconds: float) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_failed_round_is_confirmed_seconds_later_and_so_is_recovery(tmp_path, monkeypatch):
+    agent, job = script_agent(tmp_path, monkeypatch, "confirm_after = 0.2", [False, False, True, True, True])
+    runs = agent.contexts[job.name].memory.setdefault("runs", [])
+    loop = asyncio.create_task(agent._job_loop(job))
+    try:
+        # Round 1 fails (unconfirmed): a confirming round follows instead of waiting 30 s; it fails too: incident.
+        await _until(lambda: agent.current_incidents(), 5)
+        assert len(runs) == 2 and [i.key for i in agent.current_incidents()] == ["c/host.process/his-appserver"]
+        await asyncio.sleep(0.6)
+        assert len(runs) == 2  # confirmed: back to the 30-s cadence
+        agent._poll_now[job.name].set()  # the next round (as a watcher would ask for it) is healthy …
+        await _until(lambda: not agent.current_incidents(), 5)
+        assert len(runs) == 4 and agent.store.active() == {}  # … and its confirming round clears the incident
+        await asyncio.sleep(0.6)
+        assert len(runs) == 4
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        agent.store.close()
+
+
+async def test_without_confirm_after_the_job_keeps_its_interval(tmp_path, monkeypatch):
+    agent, job = script_agent(tmp_path, monkeypatch, "", [False])
+    loop = asyncio.create_task(agent._job_loop(job))
+    try:
+        await asyncio.sleep(1.0)
+        assert agent.contexts[job.name].memory["runs"][1:] == [] and agent.current_incidents() == []
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        agent.store.close()
