@@ -146,11 +146,13 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from hisguard.checks.database.rebaseline import run_command
+    from hisguard.checks.database.rebaseline import run_accept, run_command
 
     cfg = _load(args.config)
     _logging(cfg.agent.log_level)
     jobs = [(j.name, j.config) for j in cfg.jobs if j.spec.name == "database" and args.job in (None, j.name)]
+    if args.accept_rows:
+        return run_accept(jobs, cfg.agent.state_dir, args.accept_rows, args.reason)
     return run_command(jobs, cfg.agent.state_dir, args.reason)
 
 
@@ -194,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
     p.add_argument("--job", help="only this database job (default: every [[probe.database]] job)")
     p.add_argument("--reason", help="why the baseline is (re-)recorded, for the log (e.g. 'HIS upgrade 5.2')")
+    p.add_argument(
+        "--accept-rows",
+        metavar="SUBSYSTEM",
+        help="accept the subsystem's current row counts as its new level (a planned archive); needs --reason",
+    )
     p.set_defaults(fn=cmd_baseline)
     p = sub.add_parser("service", help="install, remove or query the system service (systemd unit / Windows service)")
     service_arguments(p)

@@ -33,12 +33,18 @@ DATA = Path(__file__).parent / "data" / "mssql"
 SAMPLE_NAMES = ["HIS", "住院数据库", "odd]name"]
 
 
+QUOTE = {"tsql": mssql.quote_brackets, "postgres": postgresql.quote, "mysql": mysql.quote}
+
+
 def _formatted(statements: dict[str, str], dialect: str) -> list[tuple[str, str]]:
     out = []
+    quote = QUOTE[dialect]
     for key, sql in statements.items():
-        for name in SAMPLE_NAMES if "{db}" in sql else [None]:
-            db = mssql.quote_brackets(name) if dialect == "tsql" and name else "`x`"
-            text = sql.format(db=db, lock_ms=5000, seconds=5, ms=5000)
+        for name in SAMPLE_NAMES if "{db}" in sql or "{table}" in sql else [None]:
+            db = quote(name) if name else "`x`"
+            parts = [name, "dbo", name] if dialect == "tsql" else ["s", name]
+            table = ".".join(quote(part) for part in parts) if name else ""
+            text = sql.format(db=db, lock_ms=5000, seconds=5, ms=5000, ids="51, 52", table=table)
             out.append((f"{key}:{name}", text.replace("%s", "'x'")))
     return out
 
@@ -60,7 +66,7 @@ def test_tsql_reads_only_catalogue_views_and_never_writes() -> None:
     for key, sql in _formatted(mssql.STATEMENTS, "tsql"):
         for tree in sqlglot.parse(sql, read="tsql"):
             assert not any(isinstance(n, writes) for n in tree.walk()), key
-            if isinstance(tree, exp.Select):
+            if isinstance(tree, exp.Select) and not key.startswith("exact_count:"):
                 tables = {t.sql("tsql") for t in tree.find_all(exp.Table)}
                 assert all(re.search(r"\bsys\.|msdb\.dbo\.(backupset|suspect_pages)", t) for t in tables), (key, tables)
 
@@ -82,21 +88,10 @@ class RecordedCursor:
 
     def execute(self, sql: str, params: Any = None) -> None:
         self.conn.executed.append(sql)
-        m = TAG.search(sql)
-        key = m.group(1) if m else None
-        if key in ("session", "use"):
+        result = recorded_result(self.conn.data, sql)
+        if result is None:
             self.description = None
             return
-        if key is None:
-            result = self.conn.data["anomalies"][sql]
-        elif key in ("columns", "row_counts"):
-            db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.tables", sql).group(1).replace("]]", "]")
-            if db not in self.conn.data[key]:
-                # What pymssql raises when the login is no user of that database.
-                raise mssql_error(916, f'The server principal is not able to access the database "{db}"')
-            result = self.conn.data[key][db]
-        else:
-            result = self.conn.data[key]
         self.description = [(c, 1, None, None, None, None, None) for c in result["columns"]]
         self._rows = [tuple(r) for r in result["rows"]]
 
@@ -112,11 +107,45 @@ def mssql_error(number: int, text: str) -> Exception:
     return pymssql.OperationalError((number, text.encode()))
 
 
+def _bracketed(text: str) -> list[str]:
+    return [m.replace("]]", "]") for m in re.findall(r"\[((?:[^\]]|\]\])+)\]", text)]
+
+
+def recorded_result(data: dict[str, Any], sql: str) -> dict[str, Any] | None:
+    """The rows recorded for one statement (None: a statement that returns nothing, such as SET or USE).
+
+    Per-database statements are keyed by database, exact counts by database.schema.table; anomaly rules by
+    their text. A database the login may not enter raises what pymssql raises (916).
+    """
+    m = TAG.search(sql)
+    key = m.group(1) if m else None
+    if key in ("session", "use"):
+        return None
+    if key == "anomaly" or key is None:
+        return data["anomalies"][TAG.sub("", sql).strip()]
+    if key in ("columns", "row_counts", "hobt_tables"):
+        db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.", sql).group(1).replace("]]", "]")
+        if db not in data[key]:
+            raise mssql_error(916, f'The server principal is not able to access the database "{db}"')
+        return data[key][db]
+    if key == "exact_count":
+        table = ".".join(_bracketed(sql.split(" FROM ", 1)[1]))
+        return data[key][table]
+    return data[key]
+
+
+def load_scenario(scenario: str) -> dict[str, Any]:
+    """A recording; a scenario that names `_base` holds only what differs from that one."""
+    data = json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+    base = data.pop("_base", None)
+    return {**load_scenario(base), **data} if base else data
+
+
 class RecordedServer:
     """A DB-API connection answering each tagged statement with the rows recorded for it."""
 
     def __init__(self, scenario: str) -> None:
-        self.data = json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+        self.data = load_scenario(scenario)
         self.executed: list[str] = []
 
     def cursor(self) -> RecordedCursor:
@@ -257,20 +286,27 @@ def _event(inc: Any) -> IncidentEvent:
     )
 
 
-def test_every_statement_sent_is_one_of_the_parsed_ones(server, tmp_path: Path) -> None:
+def test_every_statement_sent_is_one_of_the_parsed_ones_and_tagged(server, tmp_path: Path) -> None:
     cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("incident")  # exact counts and anomaly rules run too
     run(cfg, ProbeContext(host="h", state_dir=tmp_path))
     sent = server["conn"].executed
     anomaly_queries = {a.query for a in cfg.anomalies}
     known = {sql for _, sql in _formatted(mssql.STATEMENTS, "tsql")}
+    tags = set()
     for sql in sent:
-        if sql in anomaly_queries:
-            continue
         m = TAG.search(sql)
-        assert m and m.group(1) in mssql.STATEMENTS, sql
-        if "{db}" not in mssql.STATEMENTS[m.group(1)]:
-            assert sql in known or m.group(1) == "session", sql
+        assert m and sql.startswith(m.group(0)), sql  # every statement, the rules' too, starts with its tag
+        tags.add(m.group(1))
+        if m.group(1) == "anomaly":
+            assert sql[len(m.group(0)) :].strip() in anomaly_queries, sql
+            continue
+        assert m.group(1) in mssql.STATEMENTS, sql
+        if not re.search(r"\{\w+\}", mssql.STATEMENTS[m.group(1)]):
+            assert sql in known, sql
         sqlglot.parse(sql, read="tsql")
+    assert {"anomaly", "exact_count", "lock_waits", "connections", "long_transactions"} <= tags
 
 
 def test_a_database_the_login_cannot_read_is_not_reported_as_dropped(server, tmp_path: Path) -> None:
@@ -279,8 +315,9 @@ def test_a_database_the_login_cannot_read_is_not_reported_as_dropped(server, tmp
     del server["conn"].data["columns"]["HIS"]
     obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
     assert not [o for o in obs if o.check in ("db.table", "db.rows") and o.subject.startswith("10.20.1.5:1433/HIS")]
-    (read,) = [o for o in obs if o.check == "db.read"]
-    assert "not able to access" in read.detail["errors"]["HIS"]
+    (read,) = [o for o in obs if o.check == "db.read" and o.subject.endswith("/HIS")]
+    assert read.ok is None and "not able to access" in read.detail["unverified_reason"]
+    assert "cannot verify since" in (read.name or "")
     assert [o for o in obs if o.ok is False] == []
 
 
@@ -406,7 +443,9 @@ def test_silent_server_times_out_within_the_deadline_and_threads_never_pile_up(t
             b"DB-Lib error message 20003, severity 6:\nAdaptive Server connection timed out (10.20.1.5)\n",
             "timeout",
         ),
-        (208, b"Invalid object name 'dbo.MZ_SFMX'.DB-Lib error message 20018, severity 16:\n", "query"),
+        # A rule naming a table that is gone (renamed): the rule cannot verify, the server is fine.
+        (208, b"Invalid object name 'dbo.MZ_SFMX'.DB-Lib error message 20018, severity 16:\n", "missing"),
+        (4060, b"Cannot open database requested by the login. DB-Lib error message 20018, severity 11:\n", "query"),
     ],
 )
 def test_pymssql_errors_are_classified_by_their_text(number: int, text: bytes, kind: str) -> None:
