@@ -112,12 +112,19 @@ def cmd_once(args: argparse.Namespace) -> int:
             print(f"{job.name:<14} {'(probe)':<18} {'':<28} {'FAILED':<8} {st.error}")
             continue
         for o in agent.latest[job.name]:
-            state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
+            unverified = "unverified_since" in o.detail
+            state = "UNKNOWN" if unverified else ("-" if o.ok is None else ("ok" if o.ok else "FAIL"))
             print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_fmt_value(o.value)}")
+            if unverified or o.check == "db.statistics":  # the whole sentence: what, since when, why
+                print(f"{'':<14} {'':<18} {o.label}")
     incidents = agent.current_incidents()
     errors = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "snmp.error"]
     for o in errors:  # devices the SNMP probe could not read, by name
         print(f"  探测错误 / probe error: {o.detail.get('error')}")
+    observed = [o for job in cfg.jobs for o in agent.latest[job.name]]
+    for o in [o for o in observed if o.check == "db.read"]:  # what the database login cannot see, and the grant
+        for text in o.detail.get("blind_spots", []):
+            print(f"  {o.label} 看不到 / cannot see: {text}")
     if cfg.topology is not None:
         from hisguard.agent.topology import report
 

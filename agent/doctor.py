@@ -219,7 +219,7 @@ TOKEN_FIX = Text(
 async def check_probes(cfg: Any) -> list[Finding]:
     from hisguard.checks.base import ProbeContext, ProbeError
 
-    async def one(job: Any) -> Finding:
+    async def one(job: Any) -> list[Finding]:
         ctx = ProbeContext(host=cfg.agent.name, state_dir=cfg.agent.state_dir)
         try:
             obs = await asyncio.wait_for(job.spec.run(job.config, ctx), job.config.timeout)
@@ -232,20 +232,83 @@ async def check_probes(cfg: Any) -> list[Finding]:
         else:
             bad = sum(1 for o in obs if o.ok is False)
             note = Text(f"，其中 {bad} 项异常", f", {bad} failing") if bad else Text("", "")
-            return Finding(
-                OK,
-                Text(
-                    f"探针 {job.name}：{len(obs)} 项观测{note.zh}",
-                    f"probe {job.name}: {len(obs)} observations{note.en}",
-                ),
+            found = [
+                Finding(
+                    OK,
+                    Text(
+                        f"探针 {job.name}：{len(obs)} 项观测{note.zh}",
+                        f"probe {job.name}: {len(obs)} observations{note.en}",
+                    ),
+                )
+            ]
+            if job.spec.name == "database":
+                found += database_findings(job.name, obs)
+            return found
+        return [
+            Finding(
+                FAIL,
+                Text(f"探针 {job.name} 无法观测：{error}", f"probe {job.name} cannot observe: {error}"),
+                PROBE_FIX.get(job.spec.name, GENERIC_FIX),
             )
-        return Finding(
-            FAIL,
-            Text(f"探针 {job.name} 无法观测：{error}", f"probe {job.name} cannot observe: {error}"),
-            PROBE_FIX.get(job.spec.name, GENERIC_FIX),
-        )
+        ]
 
-    return list(await asyncio.gather(*(one(job) for job in cfg.jobs)))
+    return [f for found in await asyncio.gather(*(one(job) for job in cfg.jobs)) for f in found]
+
+
+BASELINE_FIX = Text(
+    "记录表结构基线：hisguard-agent baseline -c 配置文件（没有基线就发现不了删表、删列）",
+    "record the schema baseline: hisguard-agent baseline -c CONFIG (without it dropped tables and columns go unseen)",
+)
+DB_NAME_FIX = Text(
+    "核对 [[probe.database]] 的 databases 拼写，或在服务器上查看实际的数据库名",
+    "check the spelling in [[probe.database]] databases against the names on the server",
+)
+DB_GRANT_FIX = Text(
+    "给探针登录授予该库的只读权限（见 docs/database.md 的最小权限）",
+    "grant the probe's login read access to it (minimum permissions in docs/database.md)",
+)
+
+
+def database_findings(job: str, obs: list[Any]) -> list[Finding]:
+    """What a database round could not see: databases missing or hidden, no baseline, rules that cannot run."""
+    out = []
+    for o in obs:
+        state = o.detail.get("state")
+        if o.check == "db.state" and state == "NOT_FOUND":
+            name = o.subject.rsplit("/", 1)[-1]
+            out.append(
+                Finding(
+                    FAIL,
+                    Text(
+                        f"{job}：配置的数据库 {name} 在服务器上不存在（拼写错误？）",
+                        f"{job}: database {name} listed in the configuration does not exist on the server (a typo?)",
+                    ),
+                    DB_NAME_FIX,
+                )
+            )
+        elif o.check == "db.state" and state == "NOT_VISIBLE":
+            name = o.subject.rsplit("/", 1)[-1]
+            out.append(
+                Finding(
+                    FAIL,
+                    Text(
+                        f"{job}：数据库 {name} 对探针登录不可见",
+                        f"{job}: database {name} is not visible to the probe's login",
+                    ),
+                    DB_GRANT_FIX,
+                )
+            )
+        elif o.check == "db.baseline":
+            out.append(Finding(FAIL, Text(f"{job}：尚无表结构基线", f"{job}: no schema baseline yet"), BASELINE_FIX))
+        elif "unverified_since" in o.detail:
+            out.append(Finding(WARN, Text(f"{job}：{o.label}", f"{job}: {o.label}")))
+        elif o.check == "db.statistics":
+            out.append(Finding(WARN, Text(f"{job}：{o.label}", f"{job}: {o.label}")))
+        elif o.check == "db.read":
+            for text in o.detail.get("blind_spots", []):
+                zh, _, en = text.partition(" / ")
+                out.append(Finding(WARN, Text(f"{job} 看不到：{zh}", f"{job} cannot see: {en or zh}")))
+    return out
 
 
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:

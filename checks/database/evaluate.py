@@ -121,14 +121,16 @@ def evaluate(
     obs += _states(cfg, snap, baseline, server, unverified)
     obs += _corruption(cfg, snap, server)
     if baseline is not None:
-        obs += _schema(cfg, snap, baseline, state, unverified)
+        obs += _schema(cfg, snap, baseline, state, now, unverified)
     else:
         obs.append(Observation("db.baseline", sid, None, server, detail={"hint": "hisguard-agent baseline -c FILE"}))
     obs += _rows(cfg, snap, baseline, state, now, unverified)
     obs += _statistics(cfg, snap, state)
     obs += _anomalies(cfg, snap, unverified)
-    obs += _frozen(cfg, snap, server, unverified)
-    obs += _transactions(cfg, snap, server, unverified)
+    frozen = _frozen(cfg, snap, server, unverified)
+    obs += frozen
+    heads = {str(o.detail.get("blocker")) for o in frozen if o.ok is False}
+    obs += _transactions(cfg, snap, server, unverified, heads)
     obs += _connections(cfg, snap, server, memory, unverified)
     obs += _backups(cfg, snap, server)
     obs += _log_and_checkdb(cfg, snap, server)
@@ -264,7 +266,7 @@ def _column_changes(old: dict[str, str], new: dict[str, str]) -> tuple[dict[str,
 
 
 def _schema(
-    cfg: Config, snap: Snapshot, baseline: Baseline, state: RowState | None, unverified: _Unverified
+    cfg: Config, snap: Snapshot, baseline: Baseline, state: RowState | None, now: float, unverified: _Unverified
 ) -> list[Observation]:
     owners = cfg.subsystem_tables()
     d = cfg.dialect_obj
@@ -296,11 +298,8 @@ def _schema(
                     continue
                 out.append(Observation("db.table", subject, False, impact, name=label, detail=detail))
                 continue
-            loss = state.loss(db, table) if state is not None else None
-            recreated = bool(loss and loss.get("recreated"))
-            if recreated:
-                detail["recreated_empty"] = True  # dropped and created again without its rows
-            out.append(Observation("db.table", subject, not recreated, impact, name=label, detail=detail))
+            table_obs = _recreated(cfg, snap, state, db, table, subs, now, unverified, detail)
+            out.append(table_obs or Observation("db.table", subject, True, impact, name=label, detail=detail))
             breaking, routine = _column_changes(columns, current)
             out.append(
                 Observation(
@@ -309,6 +308,35 @@ def _schema(
             )
             out.append(Observation("db.column", subject, not routine, impact, name=label, detail={**detail, **routine}))
     return out
+
+
+def _recreated(
+    cfg: Config,
+    snap: Snapshot,
+    state: RowState | None,
+    db: str,
+    table: str,
+    subs: list[Subsystem],
+    now: float,
+    unverified: _Unverified,
+    detail: dict[str, Any],
+) -> Observation | None:
+    """A subsystem table dropped and created again is back only when its rows are: until then it stays lost."""
+    if state is None or not subs:
+        return None
+    loss = state.loss(db, table)
+    if snap.suspects.get(db, {}).get(table) != "re-created" and not (loss and loss.get("recreated")):
+        return None
+    subject, label = f"{cfg.server_id}/{db}/{table}", cfg.dialect_obj.display(db, table)
+    impact = merged_impact(subs)
+    count = snap.rows.get(db, {}).get(table)
+    ref = state.reference(db, table, now)
+    if count is None:
+        reason = snap.rows_unverified.get(db, {}).get(table, "re-created; its rows could not be counted")
+        return unverified("db.table", subject, impact, label, reason, **detail, recreated=True)
+    if ref and ref - count >= ref * min(s.drop_fraction for s in subs):
+        return Observation("db.table", subject, False, impact, name=label, detail={**detail, "recreated_empty": True})
+    return None
 
 
 def _renamed_to(columns: dict[str, str], new_tables: dict[str, dict[str, str]]) -> str | None:
@@ -522,15 +550,15 @@ def _frozen(cfg: Config, snap: Snapshot, server: Impact, unverified: _Unverified
     head = act.sessions.get(sid_head)
     wait_s = max((w.wait_s or 0 for w in blocked), default=0.0)
     tables = chain.tables or (head.tables if head else [])
+    detail.update(_session_detail(head))
     detail.update(
         blocker=sid_head if chain.head != UNKNOWN else UNKNOWN,
-        probable=chain.head.startswith(PROBABLE),
+        probable=chain.head.startswith(PROBABLE) or bool(head and head.probable),
         blocked=len(blocked),
         wait_s=round(wait_s),
         tables=", ".join(tables) or "?",
         waiters=[{"session": w.waiter, "wait_s": w.wait_s, "table": w.table, "kind": w.kind} for w in blocked[:20]],
         other_chains=[{"blocker": c.head, "blocked": len(b)} for c, b in frozen[1:5]],
-        **_session_detail(head),
     )
     if chain.head == UNKNOWN:
         detail["who"] = "?"
@@ -541,7 +569,9 @@ def _frozen(cfg: Config, snap: Snapshot, server: Impact, unverified: _Unverified
     ]
 
 
-def _transactions(cfg: Config, snap: Snapshot, server: Impact, unverified: _Unverified) -> list[Observation]:
+def _transactions(
+    cfg: Config, snap: Snapshot, server: Impact, unverified: _Unverified, frozen_heads: set[str]
+) -> list[Observation]:
     sid = cfg.server_id
     act = snap.activity
     if act is None:
@@ -550,7 +580,8 @@ def _transactions(cfg: Config, snap: Snapshot, server: Impact, unverified: _Unve
             unverified("db.long_transaction", f"{sid}/long_transaction", server, cfg.server_label, reason),
             unverified("db.idle_in_transaction", f"{sid}/idle_in_transaction", server, cfg.server_label, reason),
         ]
-    mine = [s for s in act.long_transactions if s.program != "hisguard"]
+    # The probe's own sessions never hold a transaction open; the head of a freeze is already its incident.
+    mine = [s for s in act.long_transactions if s.program != "hisguard" and s.id not in frozen_heads]
     long = sorted((s for s in mine if (s.xact_s or 0) >= cfg.long_transaction), key=lambda s: -(s.xact_s or 0))
     idle = sorted(
         (
@@ -589,12 +620,13 @@ def _connections(
     if act is None:
         reason = snap.unverified.get("activity", "not read this round")
         return [unverified("db.connections.full", f"{sid}/connections", server, cfg.server_label, reason)]
-    refused_now = {}
+    refused_now, aborted = {}, {}
     for key, n in act.refused.items():
         before = memory.counters.get(key)
         memory.counters[key] = n
         if before is not None and n > before:
-            refused_now[key] = n - before
+            # Only refusals for max_connections mean "full"; aborted logins include wrong passwords.
+            (refused_now if key == "Connection_errors_max_connections" else aborted)[key] = n - before
     uses = list(act.connections)
     for db in snap.refused:
         name = db.split(" ", 1)[1]
@@ -609,7 +641,7 @@ def _connections(
         if c.scope == "login" and cfg.logins.get(c.name):
             limit = cfg.logins[c.name]
         refused = snap.refused.get(f"database {c.name}") if c.scope == "database" else None
-        base = {"scope": c.scope, "name": c.name, "what_zh": what_zh, "what_en": what_en}
+        base = {"scope": c.scope, "target": c.name, "what_zh": what_zh, "what_en": what_en}
         if c.in_use is None and refused is None:
             reason = "this login cannot count other logins' sessions (" + cfg.dialect_obj.lock_privilege + ")"
             out.append(
@@ -621,6 +653,8 @@ def _connections(
         if c.scope == "server" and refused_now:
             full = True
             detail["refused_since_last_round"] = refused_now
+        if c.scope == "server" and aborted:
+            detail["aborted_logins_since_last_round"] = aborted
         if refused:
             detail["refused"] = refused
         near = (
@@ -646,7 +680,7 @@ def refused_login(cfg: Config, server: Impact, scope: str | None, message: str) 
     if name:
         what_zh, what_en = f"{what_zh} {name}", f"{what_en} {name}"
     subject = f"{cfg.server_id}/connections" if kind == "server" else f"{cfg.server_id}/{kind}:{name}/connections"
-    detail = {"scope": kind, "name": name, "what_zh": what_zh, "what_en": what_en, "in_use": "?", "limit": "?",
+    detail = {"scope": kind, "target": name, "what_zh": what_zh, "what_en": what_en, "in_use": "?", "limit": "?",
               "refused": message, "error": "full"}  # fmt: skip
     return [Observation("db.connections.full", subject, False, server, None, cfg.server_label, detail)]
 

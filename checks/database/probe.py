@@ -118,10 +118,11 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
     memory = ctx.memory.setdefault(f"database:{cfg.server_id}", Memory())
     obs = evaluate(cfg, snap, baseline, state, now, impact, memory)
     for db, stats in snap.stats.items():
+        unverified = snap.rows_unverified.get(db, {})
         for table, s in stats.items():
-            state.seen(db, table, s, snap.exact.get(db, {}).get(table), now)
+            state.seen(db, table, s, snap.exact.get(db, {}).get(table), now, table not in unverified)
         state.add(db, snap.rows.get(db, {}), now)
-        state.forget_missing(db, set(stats))
+        state.forget_missing(db, set(stats), now)
     state.save()
     if any(o.ok is None and "unverified_since" in o.detail for o in obs) or snap.unverified:
         ctx.mark_partial()  # what was not seen keeps its state: an open incident stays open

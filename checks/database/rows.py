@@ -156,7 +156,9 @@ class RowState:
         ref = self.reference(db, table, now)
         if self.loss(db, table) is not None:
             return "open loss"
-        if seen.get("identity") is not None and s.identity is not None and seen["identity"] != s.identity:
+        if seen.get("gone") or (
+            seen.get("identity") is not None and s.identity is not None and seen["identity"] != s.identity
+        ):
             return "re-created"
         if ref is None or ref < max(1, w.min_rows):
             return None  # nothing to lose yet, or too small to judge
@@ -177,9 +179,14 @@ class RowState:
         return None
 
     # -- what this round saw --------------------------------------------------------------------------------
-    def seen(self, db: str, table: str, s: TableStats, exact: int | None, now: float) -> None:
+    def seen(self, db: str, table: str, s: TableStats, exact: int | None, now: float, verified: bool = True) -> None:
+        """Remember this round's statistics of a table. One that was suspect and could not be counted keeps
+        what made it suspect (a new identity, having been gone) until it is counted."""
         entry = self.tables.setdefault(db, {}).setdefault(table, {})
+        if not verified:
+            return
         entry["identity"] = s.identity
+        entry.pop("gone", None)
         if exact is not None:
             entry.update(exact=exact, exact_key=stats_key(s), exact_rows=s.rows, exact_at=now)
             if s.deletes is not None:
@@ -200,11 +207,17 @@ class RowState:
                 marks.append([start, n])
             tables[table] = marks
 
-    def forget_missing(self, db: str, present: set[str]) -> None:
-        """A table gone from the catalogue: its marks are the baseline's business, but an open loss stays."""
-        for table in [t for t in self.marks.get(db, {}) if t not in present]:
-            if self.loss(db, table) is None:
-                del self.marks[db][table]
+    def forget_missing(self, db: str, present: set[str], now: float) -> None:
+        """A table gone from the catalogue is remembered as gone (if it comes back, it was re-created) and its
+        references age out of the window like any other."""
+        for table, entry in self.tables.get(db, {}).items():
+            if table not in present:
+                entry["gone"] = True
+        marks = self.marks.get(db, {})
+        for table in [t for t in marks if t not in present]:
+            marks[table] = [m for m in marks[table] if m[0] > now - self.window - self.slice]
+            if not marks[table] and self.loss(db, table) is None:
+                del marks[table]
 
     def save(self) -> None:
         _write_json(self.path, {"format": FORMAT, "marks": self.marks, "tables": self.tables, "losses": self.losses})

@@ -156,6 +156,6 @@ class PrivateMariaDB:
 
         kw.setdefault("autocommit", True)
         return pymysql.connect(
-            host="127.0.0.1", port=self.port, user=user, password=password, database=database,
+            host="127.0.0.1", port=self.port, user=user, password=password.encode("utf-8"), database=database,
             charset="utf8mb4", connect_timeout=5, **kw,
         )  # fmt: skip
