@@ -122,7 +122,10 @@ def recorded_result(data: dict[str, Any], sql: str) -> dict[str, Any] | None:
     if key in ("session", "use"):
         return None
     if key == "anomaly" or key is None:
-        return data["anomalies"][TAG.sub("", sql).strip()]
+        result = data["anomalies"][TAG.sub("", sql).strip()]
+        if "error" in result:  # what the server answered instead of rows (a revoked permission…)
+            raise mssql_error(*result["error"])
+        return result
     if key in ("columns", "row_counts", "hobt_tables"):
         db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.", sql).group(1).replace("]]", "]")
         if db not in data[key]:
@@ -467,3 +470,100 @@ def test_uptime_reset_between_rounds_is_a_restart_even_past_the_window(server, t
     assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT  # capped: it is running again
     uptime[1] = 3060
     assert [o.ok for o in run(cfg, ctx) if o.check == "db.restart"] == [True]
+
+
+# -- frozen, saturated, and what the login cannot see (rows in the DMVs' documented columns) ------------------
+
+
+def test_recorded_freeze_names_the_head_blocker_and_its_transaction(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    ctx = ProbeContext(host="his-db-01", state_dir=tmp_path)
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("frozen")
+    obs = run(cfg, ctx)
+    incidents = {i.evidence["check"]: i for i in _classify(obs)}
+    inc = incidents["db.frozen"]
+    assert inc.trigger is Trigger.SOFTWARE and (inc.scope, inc.severity) == (Scope.HOSPITAL, Severity.CRITICAL)
+    # Five sessions behind 87: four on MZ_SFMX (three of them through 91), one on MZ_FP; 94 has waited 12 s,
+    # under freeze_wait (30 s). 96 waits in another chain of one session, under freeze_sessions (3).
+    assert inc.title.en == (
+        "HIS 主数据库: database frozen: 4 sessions blocked by session 87 (his_app@HIS-APP-03, 门诊收费系统) "
+        "for 95 s on dbo.MZ_SFMX, dbo.MZ_FP"
+    )
+    assert inc.title.zh.startswith("HIS 主数据库 数据库卡死：4 个会话被会话 87（his_app@HIS-APP-03, 门诊收费系统）")
+    ev = inc.evidence
+    assert (ev["state"], ev["transaction_s"], ev["idle_s"]) == ("idle in transaction", 312, 301)
+    assert ev["statement"].startswith("UPDATE dbo.MZ_SFMX") and ev["other_chains"] == []
+    assert sorted(w["session"] for w in ev["waiters"]) == ["91", "92", "93", "95"]
+    # Session 87 is the freeze itself; the idle HRP month-end transaction is the warning before one.
+    idle = incidents["db.idle_in_transaction"]
+    assert idle.evidence["session"] == "102" and idle.severity is Severity.URGENT
+    assert "hrp_etl@HRP-01, 月结" in idle.title.en
+    sent = server["conn"].executed
+    assert any("hobt_id IN (72057594043236352, 72057594043301888)" in q for q in sent)
+    assert any("session_id IN (" in q and "87" in q for q in sent if "hisguard:sessions" in q)
+
+
+def test_recorded_quiet_server_reads_locks_and_connections_without_incident(server, tmp_path: Path) -> None:
+    cfg = his_config(logins={"his_app": 180})
+    record(cfg, tmp_path)
+    obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
+    by = {(o.check, o.subject.split("/", 1)[1] if "/" in o.subject else ""): o for o in obs}
+    assert by[("db.frozen", "frozen")].ok is True
+    server_use = by[("db.connections.full", "connections")]
+    assert server_use.ok is True and server_use.detail["in_use"] == 212 and server_use.detail["limit"] == 32767
+    # his_app: 168 of the 180 the configuration gives it (SQL Server has no per-login limit of its own): 93 %.
+    near = by[("db.connections", "login:his_app/connections")]
+    assert near.ok is False and near.detail["in_use"] == 168
+    (inc,) = _classify([near])
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT
+    assert "connections near the limit (login his_app: 168/180)" in inc.title.en
+
+
+def test_login_refused_because_user_connections_are_used_up_is_an_incident(monkeypatch, tmp_path: Path) -> None:
+    text = (
+        "Could not connect because the maximum number of '500' user connections has already been reached. The "
+        "system administrator can use sp_configure to increase the maximum value. The connection has been closed."
+        "DB-Lib error message 20018, severity 20:\nGeneral SQL Server error: Check messages from the SQL Server\n"
+    )
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise mssql.DIALECT.error(mssql_error(17809, text))
+
+    monkeypatch.setattr(mssql.DIALECT, "connect", refuse)
+    cfg = his_config()
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    (o,) = run(cfg, ctx)
+    assert (o.check, o.ok, o.detail["error"]) == ("db.connections.full", False, "full")
+    assert ctx.partial  # everything else keeps its state: not seen, not healthy
+    (inc,) = _classify([o])
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.CRITICAL
+    assert "connections used up, new logins refused" in inc.title.en and "S3cret" not in json.dumps(inc.evidence)
+
+
+def test_without_view_server_state_the_freeze_cannot_be_verified_and_says_why(server, tmp_path: Path) -> None:
+    data = server["conn"].data
+    data["server"]["rows"][0][2] = 0  # HAS_PERMS_BY_NAME(…, 'VIEW SERVER STATE') = 0
+    obs = run(his_config(), ProbeContext(host="h", state_dir=tmp_path))
+    (frozen,) = [o for o in obs if o.check == "db.frozen"]
+    assert frozen.ok is None and "VIEW SERVER STATE" in frozen.detail["unverified_reason"]
+    assert "cannot verify since" in frozen.name
+    (read,) = [o for o in obs if o.check == "db.read" and o.subject == "10.20.1.5:1433"]
+    assert any("GRANT VIEW SERVER STATE" in b for b in read.detail["blind_spots"])
+
+
+def test_revoked_permission_on_a_rule_keeps_its_incident_open(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("incident")
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    first = {o.check: o for o in run(cfg, ctx) if o.subject.endswith("/门诊负数收费")}
+    assert first["db.anomaly.patient_fee"].ok is False
+    query = cfg.anomalies[0].query
+    server["conn"].data["anomalies"][query] = {
+        "error": [229, "The SELECT permission was denied on the object 'MZ_SFMX', database 'HIS', schema 'dbo'."]
+    }
+    ctx.partial = False
+    (rule,) = [o for o in run(cfg, ctx) if o.subject.endswith("/门诊负数收费")]
+    assert rule.check == "db.anomaly.patient_fee" and rule.ok is None and ctx.partial
+    assert "denied" in rule.detail["unverified_reason"] and "cannot verify since" in (rule.name or "")

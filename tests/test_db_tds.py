@@ -317,3 +317,20 @@ def test_varchar_in_a_chinese_collation_arrives_as_unicode(tmp_path: Path) -> No
     assert [o for o in obs if o.ok is False] == []
     names = {o.name for o in obs if o.check in ("db.state", "db.table")}
     assert "住院数据库 [ONLINE]" in names and "HIS.dbo.门诊挂号" in names
+
+
+def test_real_pymssql_reads_a_frozen_server_through_the_lock_views(tmp_path: Path) -> None:
+    with TdsResponder("healthy") as server:
+        cfg = his_config(server.port)
+        record(cfg, tmp_path)
+        server.data = TdsResponder.load("frozen")
+        obs = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
+    incidents = {i.evidence["check"]: i for i in _classify(obs)}
+    frozen = incidents["db.frozen"]
+    assert "4 sessions blocked by session 87 (his_app@HIS-APP-03, 门诊收费系统) for 95 s on dbo.MZ_SFMX" in (
+        frozen.title.en
+    )
+    assert frozen.severity is Severity.CRITICAL and incidents["db.idle_in_transaction"].severity is Severity.URGENT
+    assert {"lock_waits", "hobt_tables", "sessions", "long_transactions", "connections"} <= {
+        TAG.search(b).group(1) for b in server.batches if TAG.search(b)
+    }
