@@ -262,9 +262,10 @@ def _database(
     session_key = db if d.per_database else (cfg.maintenance_database or d.maintenance_db)
     try:
         q = r.session(session_key)
-        if schema:
-            snap.columns[db] = d.columns(q, db)
         snap.stats[db] = d.table_stats(q, db)
+        if schema:
+            columns = d.columns(q, db)
+            snap.columns[db] = {t: c for t, c in columns.items() if t in snap.stats[db]}  # base tables only
     except Exception as exc:
         err = d.error(exc)
         if err.kind == "full":

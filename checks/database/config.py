@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,13 @@ class Subsystem(BaseModel):
 
     def impact(self) -> Impact:
         departments = self.departments if self.departments is not None else [self.name]
-        return Impact(departments=tuple(departments), hospital_critical=self.hospital_critical)
+        return _impact(tuple(departments), self.hospital_critical)
+
+
+@lru_cache(maxsize=4096)
+def _impact(departments: tuple[str, ...], hospital_critical: bool) -> Impact:
+    # Built once per distinct scope: a round judges hundreds of tables against a handful of subsystems.
+    return Impact(departments=departments, hospital_critical=hospital_critical)
 
 
 class Anomaly(BaseModel):

@@ -255,6 +255,8 @@ def _widened(old: str, new: str) -> bool:
 
 def _column_changes(old: dict[str, str], new: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(breaking, routine): dropped, narrowed or retyped columns break the application; added ones do not."""
+    if old == new:
+        return {}, {}
     removed = sorted(set(old) - set(new))
     added = sorted(set(new) - set(old))
     changed = {c: [old[c], new[c]] for c in sorted(set(old) & set(new)) if old[c] != new[c]}
@@ -271,6 +273,7 @@ def _schema(
     owners = cfg.subsystem_tables()
     d = cfg.dialect_obj
     out = []
+    impacts: dict[tuple[str, ...], Impact] = {}
     for db, tables in baseline.databases.items():
         now_tables = snap.columns.get(db)
         if now_tables is None:
@@ -278,9 +281,10 @@ def _schema(
         new_tables = {t: c for t, c in now_tables.items() if t not in tables}
         for table, columns in tables.items():
             subs = owners.get((db, table), [])
-            impact = merged_impact(subs)
+            names = tuple(s.name for s in subs)
+            impact = impacts.get(names) or impacts.setdefault(names, merged_impact(subs))
             label = d.display(db, table)
-            detail: dict[str, Any] = {"database": db, "table": table, "subsystems": [s.name for s in subs]}
+            detail: dict[str, Any] = {"database": db, "table": table, "subsystems": list(names)}
             subject = f"{cfg.server_id}/{db}/{table}"
             current = now_tables.get(table)
             if current is None:
@@ -414,7 +418,8 @@ def _rows(
             reason = "; ".join(f"{d.display(db, t)}: {why}" for t, why in sorted(unknown.items()))
             out.append(unverified("db.rows", subject, s.impact(), s.name, reason, **detail, tables_unverified=unknown))
         else:
-            accepted = {t: state.accepted_entry(db, t) for t in snap.stats.get(db, {})} if state else {}
+            mine = [n if "." in n else f"{default_schema}.{n}" for n in s.tables]
+            accepted = {t: state.accepted_entry(db, t) for t in mine} if state and state.accepted else {}
             accepted = {t: a for t, a in accepted.items() if a}
             if accepted:
                 detail["accepted"] = accepted

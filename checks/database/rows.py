@@ -29,10 +29,16 @@ FORMAT = 2
 _SLICES = 12  # reference buckets per window
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any, compact: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    # The probe's own state is rewritten every round: compact (json's C encoder). What people read is indented.
+    text = (
+        json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if compact
+        else json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True)
+    )
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -220,7 +226,8 @@ class RowState:
                 del marks[table]
 
     def save(self) -> None:
-        _write_json(self.path, {"format": FORMAT, "marks": self.marks, "tables": self.tables, "losses": self.losses})
+        state = {"format": FORMAT, "marks": self.marks, "tables": self.tables, "losses": self.losses}
+        _write_json(self.path, state, compact=True)
 
 
 def accept(path: Path, db: str, rows: dict[str, int | None], who: str, reason: str, subsystem: str, at: float) -> None:

@@ -114,17 +114,18 @@ STATEMENTS: dict[str, str] = {
         "/* hisguard:databases */ SELECT SCHEMA_NAME AS name, DEFAULT_COLLATION_NAME AS collation "
         "FROM information_schema.SCHEMATA"
     ),
+    # Views' columns too: the probe keeps the base tables that row_counts lists (joining TABLES here costs
+    # MariaDB ~6x the time on 500 tables).
     "columns": (
-        "/* hisguard:columns */ SELECT c.TABLE_SCHEMA AS schema_name, c.TABLE_NAME AS table_name, "
-        "c.COLUMN_NAME AS column_name, c.COLUMN_TYPE AS type_name, c.IS_NULLABLE AS is_nullable "
-        "FROM information_schema.COLUMNS AS c JOIN information_schema.TABLES AS t "
-        "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
-        "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE'"
+        "/* hisguard:columns */ SELECT TABLE_SCHEMA AS schema_name, TABLE_NAME AS table_name, "
+        "COLUMN_NAME AS column_name, COLUMN_TYPE AS type_name, IS_NULLABLE AS is_nullable "
+        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
     ),
-    # CREATE_TIME changes when a table is dropped and re-created; UPDATE_TIME moves with writes.
+    # CREATE_TIME changes when a table is dropped and re-created. TABLE_ROWS moves with every insert and
+    # delete in memory (and falls back to the stored statistics on a restart).
     "row_counts": (
         "/* hisguard:row_counts */ SELECT TABLE_SCHEMA AS schema_name, TABLE_NAME AS table_name, "
-        "TABLE_ROWS AS row_count, CREATE_TIME AS create_time, UPDATE_TIME AS update_time "
+        "TABLE_ROWS AS row_count, CREATE_TIME AS create_time "
         "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'"
     ),
     "exact_count": "/* hisguard:exact_count */ SELECT COUNT(*) AS row_count FROM {table}",
@@ -401,12 +402,9 @@ class MysqlDialect:
         out = {}
         for row in q.rows(STATEMENTS["row_counts"], (database,)):
             estimate = None if row["row_count"] is None else int(row["row_count"])
-            created, updated = row["create_time"], row["update_time"]
+            created = row["create_time"]
             out[f"{row['schema_name']}.{row['table_name']}"] = TableStats(
-                rows=estimate,
-                identity=None if created is None else str(created),
-                changes=None if updated is None else f"{estimate}:{updated}",
-                emptied=estimate == 0,
+                rows=estimate, identity=None if created is None else str(created), emptied=estimate == 0
             )
         return out
 
