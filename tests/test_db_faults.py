@@ -631,3 +631,24 @@ def test_dropped_or_narrowed_column_is_urgent_an_added_one_routine(his: PrivateH
     assert narrowed.severity is Severity.URGENT and list(narrowed.evidence["changed"]) == ["account"]
     assert incidents[("db.column", "yf_drug")].severity is Severity.ROUTINE
     assert "columns dropped or narrowed" in dropped.title.en
+
+
+def test_the_console_shows_what_cannot_be_verified_from_the_heartbeat(
+    pg_his: PrivateHis, tmp_path: Path, capsys
+) -> None:
+    from hisguard.report import utcnow
+    from tests.test_web import Console
+
+    his = pg_his
+    agent = agent_for(his, tmp_path, capsys=capsys)
+    his.exec(f'REVOKE SELECT ON mz_fee FROM "{his.user}"')
+    round_(agent)
+    console = Console(tmp_path / "server")
+    try:
+        snapshot = agent.snapshot()  # what the agent's heartbeat carries
+        beat = {"type": "heartbeat", "observed_at": utcnow().isoformat(), "interval_s": 30, "snapshot": snapshot}
+        console.report("renmin", "his-db1", [beat])
+        page = console.login("mgr").get("/sites/renmin").text
+    finally:
+        console.close()
+    assert "门诊负数收费 — 无法核实，自" in page and "cannot verify since" in page
