@@ -271,33 +271,25 @@ DB_GRANT_FIX = Text(
 
 def database_findings(job: str, obs: list[Any]) -> list[Finding]:
     """What a database round could not see: databases missing or hidden, no baseline, rules that cannot run."""
+    databases = {
+        "NOT_FOUND": (
+            "{job}：配置的数据库 {name} 在服务器上不存在（拼写错误？）",
+            "{job}: database {name} listed in the configuration does not exist on the server (a typo?)",
+            DB_NAME_FIX,
+        ),
+        "NOT_VISIBLE": (
+            "{job}：数据库 {name} 对探针登录不可见",
+            "{job}: database {name} is not visible to the probe's login",
+            DB_GRANT_FIX,
+        ),
+    }
     out = []
     for o in obs:
         state = o.detail.get("state")
-        if o.check == "db.state" and state == "NOT_FOUND":
+        if o.check == "db.state" and state in databases:
+            zh, en, fix = databases[state]
             name = o.subject.rsplit("/", 1)[-1]
-            out.append(
-                Finding(
-                    FAIL,
-                    Text(
-                        f"{job}：配置的数据库 {name} 在服务器上不存在（拼写错误？）",
-                        f"{job}: database {name} listed in the configuration does not exist on the server (a typo?)",
-                    ),
-                    DB_NAME_FIX,
-                )
-            )
-        elif o.check == "db.state" and state == "NOT_VISIBLE":
-            name = o.subject.rsplit("/", 1)[-1]
-            out.append(
-                Finding(
-                    FAIL,
-                    Text(
-                        f"{job}：数据库 {name} 对探针登录不可见",
-                        f"{job}: database {name} is not visible to the probe's login",
-                    ),
-                    DB_GRANT_FIX,
-                )
-            )
+            out.append(Finding(FAIL, Text(zh.format(job=job, name=name), en.format(job=job, name=name)), fix))
         elif o.check == "db.baseline":
             out.append(Finding(FAIL, Text(f"{job}：尚无表结构基线", f"{job}: no schema baseline yet"), BASELINE_FIX))
         elif "unverified_since" in o.detail:

@@ -172,6 +172,11 @@ class Query:
             cur.close()
 
 
+def id_list(ids: list[str]) -> str:
+    """Session ids as a literal list for IN (…): digits only, whatever the caller passed."""
+    return ", ".join(str(int(i)) for i in ids if i.isdigit())
+
+
 def quote_brackets(name: str) -> str:
     """T-SQL QUOTENAME: [name] with ] doubled."""
     return "[" + name.replace("]", "]]") + "]"

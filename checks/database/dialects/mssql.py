@@ -22,6 +22,7 @@ from hisguard.checks.database.dialects.base import (
     ServerFacts,
     Session,
     TableStats,
+    id_list,
     quote_brackets,
 )
 
@@ -328,11 +329,10 @@ class MssqlDialect:
         return list(out.values())
 
     def sessions(self, q: Query, ids: list[str], database: str | None) -> dict[str, Session]:
-        numbers = [str(int(i)) for i in ids if i.isdigit()]
+        numbers = id_list(ids)
         if not numbers:
             return {}
-        rows = q.rows(STATEMENTS["sessions"].format(ids=", ".join(numbers)))
-        return {str(row["session_id"]): _session(row) for row in rows}
+        return {str(row["session_id"]): _session(row) for row in q.rows(STATEMENTS["sessions"].format(ids=numbers))}
 
     def databases(self, q: Query) -> dict[str, DbInfo]:
         out: dict[str, DbInfo] = {}

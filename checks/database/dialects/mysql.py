@@ -26,6 +26,7 @@ from hisguard.checks.database.dialects.base import (
     ServerFacts,
     Session,
     TableStats,
+    id_list,
 )
 
 _TRX_SESSION = (
@@ -285,8 +286,12 @@ class MysqlDialect:
 
     def database_gone(self, q: Query, database: str) -> bool | None:
         """A database missing from SCHEMATA: dropped (1049), or only hidden from this login (1044)?"""
+        return self._gone(lambda: self.use(q, database))
+
+    def _gone(self, attempt: Any) -> bool | None:
+        """Run a statement on something the catalogue does not list: True gone, None hidden, False there."""
         try:
-            self.use(q, database)
+            attempt()
         except Exception as exc:
             err = self.error(exc)
             if err.kind == "missing":
@@ -385,11 +390,10 @@ class MysqlDialect:
         return out
 
     def sessions(self, q: Query, ids: list[str], database: str | None) -> dict[str, Session]:
-        numbers = [str(int(i)) for i in ids if i.isdigit()]
+        numbers = id_list(ids)
         if not numbers:
             return {}
-        rows = q.rows(STATEMENTS["sessions"].format(ids=", ".join(numbers)))
-        return {str(row["id"]): _trx_session(row) for row in rows}
+        return {str(row["id"]): _trx_session(row) for row in q.rows(STATEMENTS["sessions"].format(ids=numbers))}
 
     def columns(self, q: Query, database: str) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
@@ -412,16 +416,7 @@ class MysqlDialect:
         return int(q.rows(STATEMENTS["exact_count"].format(table=_table(table)))[0]["row_count"])
 
     def table_gone(self, q: Query, database: str, table: str) -> bool | None:
-        try:
-            q.rows(STATEMENTS["table_exists"].format(table=_table(table)))
-        except Exception as exc:
-            err = self.error(exc)
-            if err.kind == "missing":
-                return True
-            if err.kind == "denied":
-                return None
-            raise err from None
-        return False
+        return self._gone(lambda: q.rows(STATEMENTS["table_exists"].format(table=_table(table))))
 
 
 def _named_tables(statement: str) -> set[str]:
