@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,8 +74,9 @@ class Baseline:
         )
 
 
-def diff(old: Baseline | None, new: Baseline) -> list[str]:
-    """Human-readable differences, for the re-baselining log."""
+def diff(old: Baseline | None, new: Baseline, display: Callable[[str, str], str] | None = None) -> list[str]:
+    """Human-readable differences, for the re-baselining log (tables named as the dialect names them)."""
+    name = display or (lambda db, t: f"{db}.{t}")
     if old is None:
         return ["first baseline"]
     out = []
@@ -86,9 +88,9 @@ def diff(old: Baseline | None, new: Baseline) -> list[str]:
         if b is None:
             out.append(f"- database {db}")
             continue
-        out += [f"- table {db}.{t}" for t in sorted(set(a) - set(b))]
-        out += [f"+ table {db}.{t}" for t in sorted(set(b) - set(a))]
-        out += [f"~ columns {db}.{t}" for t in sorted(set(a) & set(b)) if a[t] != b[t]]
+        out += [f"- table {name(db, t)}" for t in sorted(set(a) - set(b))]
+        out += [f"+ table {name(db, t)}" for t in sorted(set(b) - set(a))]
+        out += [f"~ columns {name(db, t)}" for t in sorted(set(a) & set(b)) if a[t] != b[t]]
     return out or ["no change"]
 
 

@@ -105,7 +105,7 @@ def record(cfg: Config, state_dir: Path, reason: str | None = None) -> tuple[Pat
         old = Baseline.load(path)
     except (ValueError, KeyError):
         old = None
-    changes = diff(old, new)
+    changes = diff(old, new, cfg.dialect_obj.display)
     new.save(path, cfg)
     log_file = log_rebaseline(path, cfg, changes, reason)
     log.info("schema baseline recorded for %s: %s (%s)", cfg.server_id, path, "; ".join(changes[:20]))
