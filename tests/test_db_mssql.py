@@ -567,3 +567,16 @@ def test_revoked_permission_on_a_rule_keeps_its_incident_open(server, tmp_path: 
     (rule,) = [o for o in run(cfg, ctx) if o.subject.endswith("/门诊负数收费")]
     assert rule.check == "db.anomaly.patient_fee" and rule.ok is None and ctx.partial
     assert "denied" in rule.detail["unverified_reason"] and "cannot verify since" in (rule.name or "")
+
+
+def test_what_a_session_reports_cannot_break_the_title(server, tmp_path: Path) -> None:
+    # program_name and host_name are whatever the client sent: control characters, any length.
+    cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("frozen")
+    head = next(r for r in server["conn"].data["sessions"]["rows"] if r[0] == 87)
+    head[2], head[3] = "HIS-APP-03\r\n" + "x" * 300, "门诊收费系统\x1b[31m" + "长" * 400
+    (inc,) = [i for i in _classify(run(cfg, ProbeContext(host="h", state_dir=tmp_path))) if "frozen" in i.key]
+    event = _event(inc)  # the wire schema refuses control characters and titles over 500 characters
+    assert "\n" not in event.title_en and len(event.title_zh) <= 500 and len(event.title_en) <= 500
+    assert "session 87 (his_app@HIS-APP-03" in event.title_en

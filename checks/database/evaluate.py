@@ -11,6 +11,7 @@ stays open) and shows why in `once`, `doctor`, the heartbeat and the console.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,12 @@ class _Unverified:
 
 def _short(reason: str) -> str:
     return " ".join(reason.split())[:160]
+
+
+def visible(text: str, limit: int = 80) -> str:
+    """What a session or a server reports, fit for a title: no control characters, bounded (titles ≤ 500)."""
+    clean = "".join("?" if unicodedata.category(c) == "Cc" else c for c in " ".join(str(text).split()))
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
 def evaluate(
@@ -297,7 +304,7 @@ def _schema(
                     continue
                 renamed = _renamed_to(columns, new_tables)
                 if renamed is not None:
-                    detail["renamed_to"] = d.display(db, renamed)
+                    detail["renamed_to"] = visible(d.display(db, renamed), 200)
                     out.append(Observation("db.table.renamed", subject, False, impact, name=label, detail=detail))
                     continue
                 out.append(Observation("db.table", subject, False, impact, name=label, detail=detail))
@@ -412,7 +419,7 @@ def _rows(
         if lost:
             top = max(lost, key=lambda x: x["lost_fraction"])
             more = f" +{len(lost) - 1}" if len(lost) > 1 else ""
-            detail.update(worst=top["name"] + more, percent=round(top["lost_fraction"] * 100))
+            detail.update(worst=visible(top["name"], 200) + more, percent=round(top["lost_fraction"] * 100))
             out.append(Observation("db.rows", subject, False, s.impact(), round(worst, 3), s.name, detail))
         elif unknown:
             reason = "; ".join(f"{d.display(db, t)}: {why}" for t, why in sorted(unknown.items()))
@@ -498,7 +505,7 @@ def _session_detail(s: Session | None) -> dict[str, Any]:
     if s is None:
         return {"who": "?", "hidden": True}
     return {
-        "who": s.who(),
+        "who": visible(s.who()),
         "login": s.login,
         "host": s.host,
         "program": s.program,
@@ -561,7 +568,7 @@ def _frozen(cfg: Config, snap: Snapshot, server: Impact, unverified: _Unverified
         probable=chain.head.startswith(PROBABLE) or bool(head and head.probable),
         blocked=len(blocked),
         wait_s=round(wait_s),
-        tables=", ".join(tables) or "?",
+        tables=visible(", ".join(tables[:3]) + (f" +{len(tables) - 3}" if len(tables) > 3 else ""), 160) or "?",
         waiters=[{"session": w.waiter, "wait_s": w.wait_s, "table": w.table, "kind": w.kind} for w in blocked[:20]],
         other_chains=[{"blocker": c.head, "blocked": len(b)} for c, b in frozen[1:5]],
     )
@@ -609,7 +616,7 @@ def _transactions(
             top = found[0]
             detail.update(session=top.id, age_s=round(getattr(top, key) or 0), **_session_detail(top))
             detail["others"] = [
-                {"session": s.id, "who": s.who(), "age_s": round(getattr(s, key) or 0)} for s in found[1:10]
+                {"session": s.id, "who": visible(s.who()), "age_s": round(getattr(s, key) or 0)} for s in found[1:10]
             ]
         value = float(getattr(found[0], key) or 0) if found else 0.0
         out.append(Observation(check, subject, not found, server, round(value, 1), cfg.server_label, detail))
@@ -640,7 +647,7 @@ def _connections(
     for c in uses:
         what_zh, what_en = _SCOPE_TEXT[c.scope]
         if c.name:
-            what_zh, what_en = f"{what_zh} {c.name}", f"{what_en} {c.name}"
+            what_zh, what_en = f"{what_zh} {visible(c.name, 60)}", f"{what_en} {visible(c.name, 60)}"
         subject = f"{sid}/connections" if c.scope == "server" else f"{sid}/{c.scope}:{c.name}/connections"
         limit = c.limit
         if c.scope == "login" and cfg.logins.get(c.name):
@@ -683,7 +690,7 @@ def refused_login(cfg: Config, server: Impact, scope: str | None, message: str) 
         kind, name = "server", ""
     what_zh, what_en = _SCOPE_TEXT.get(kind, _SCOPE_TEXT["server"])
     if name:
-        what_zh, what_en = f"{what_zh} {name}", f"{what_en} {name}"
+        what_zh, what_en = f"{what_zh} {visible(name, 60)}", f"{what_en} {visible(name, 60)}"
     subject = f"{cfg.server_id}/connections" if kind == "server" else f"{cfg.server_id}/{kind}:{name}/connections"
     detail = {"scope": kind, "target": name, "what_zh": what_zh, "what_en": what_en, "in_use": "?", "limit": "?",
               "refused": message, "error": "full"}  # fmt: skip
