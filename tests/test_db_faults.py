@@ -34,7 +34,7 @@ from tests.test_db_live import PASSWORD, SCHEMA, His, _fill, baseline, config_te
 FAST = """
 freeze_sessions = 3
 freeze_wait = 2
-statement_timeout = 1
+statement_timeout = 3
 idle_in_transaction = 3
 """
 
@@ -237,6 +237,20 @@ def frozen_within_two_rounds(agent: Agent) -> Any:
     raise AssertionError(f"no frozen incident in two rounds: {[o for o in agent.latest['his-db'] if o.ok is False]}")
 
 
+def assert_released(agent: Agent) -> None:
+    """After the blocker let go the freeze is never seen again; it resolves as soon as a round can read the
+    lock views (a loaded machine may make one round's read outlast the statement limit: "cannot verify",
+    which keeps the incident open, as it should)."""
+    for _ in range(4):
+        frozen_now = [i for i in round_(agent) if i.evidence["check"] == "db.frozen"]
+        seen = observations(agent)[("db.frozen", "frozen")]
+        assert seen.ok is not False, seen.detail
+        if seen.ok:
+            assert frozen_now == []
+            return
+    raise AssertionError(f"the lock views could not be read in four rounds: {seen.detail}")
+
+
 # -- 1. frozen database -------------------------------------------------------------------------------------------
 
 
@@ -270,7 +284,7 @@ def test_row_lock_with_four_waiters_is_one_frozen_incident_naming_the_blocker(
     finally:
         blocker.rollback()
         waiters.join()
-    assert [i for i in round_(agent) if i.evidence["check"] == "db.frozen"] == []  # released: resolved
+    assert_released(agent)
 
 
 def test_table_lock_is_a_frozen_incident_and_the_blocked_rule_is_only_that_rules_problem(
@@ -304,7 +318,7 @@ def test_table_lock_is_a_frozen_incident_and_the_blocked_rule_is_only_that_rules
             with blocker.cursor() as cur:
                 cur.execute("UNLOCK TABLES")
         waiters.join()
-    assert round_(agent) == []
+    assert_released(agent)
 
 
 def test_idle_in_transaction_holding_locks_warns_before_it_becomes_a_freeze(
@@ -316,7 +330,7 @@ def test_idle_in_transaction_holding_locks_warns_before_it_becomes_a_freeze(
     with holder.cursor() as cur:
         cur.execute(f"UPDATE {his.q('yf_drug')} SET stock = stock - 1 WHERE id = 7")  # and then nothing
     try:
-        time.sleep(3.5)  # past idle_in_transaction = 3 s (a lower bound only: no upper bound is asserted)
+        time.sleep(4.5)  # past idle_in_transaction = 3 s, in whole seconds (a lower bound; no upper bound is asserted)
         incidents = by_check(round_(agent))
         inc = incidents["db.idle_in_transaction"]
         assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT  # a warning, capped

@@ -51,17 +51,15 @@ STATEMENTS: dict[str, str] = {
         "/* hisguard:status */ SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime', 'Threads_connected', "
         "'Connection_errors_max_connections', 'Aborted_connects', 'Innodb_row_lock_current_waits')"
     ),
+    # Connection limits, and this login's global privileges (PROCESS shows every session and InnoDB's locks).
     "limits": (
         "/* hisguard:limits */ SELECT @@GLOBAL.max_connections AS max_connections, "
-        "@@GLOBAL.max_user_connections AS max_user_connections"
-    ),
-    # This login's global privileges: PROCESS shows every session and InnoDB's lock views.
-    "privileges": (
-        "/* hisguard:privileges */ SELECT PRIVILEGE_TYPE AS privilege FROM information_schema.USER_PRIVILEGES"
+        "@@GLOBAL.max_user_connections AS max_user_connections, "
+        "(SELECT GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES) AS privileges"
     ),
     "sessions_by_login": (
-        "/* hisguard:sessions_by_login */ SELECT USER AS login, DB AS database_name, COUNT(*) AS sessions "
-        "FROM information_schema.PROCESSLIST GROUP BY USER, DB"
+        "/* hisguard:sessions_by_login */ SELECT USER AS login, COUNT(*) AS sessions "
+        "FROM information_schema.PROCESSLIST GROUP BY USER"
     ),
     # Row-lock waits (MariaDB, MySQL 5.7): every waiter with every transaction ahead of it.
     "lock_waits": (
@@ -247,7 +245,9 @@ class MysqlDialect:
         return not getattr(q.conn, "open", True)
 
     def setup(self, q: Query, statement_timeout: float) -> None:
-        version = str(q.rows(STATEMENTS["version"])[0]["version"])
+        # The server sent its version in its greeting; ask only a connection that does not keep it.
+        known = getattr(q.conn, "get_server_info", None)
+        version = str(known()) if known else str(q.rows(STATEMENTS["version"])[0]["version"])
         if "mariadb" in version.lower():
             q.rows(STATEMENTS["session_mariadb"].format(seconds=round(statement_timeout, 3)))
         else:
@@ -268,7 +268,9 @@ class MysqlDialect:
         q.status = status  # type: ignore[attr-defined]
         uptime = float(status["Uptime"]) if "Uptime" in status else None
         facts = ServerFacts(version=getattr(q, "version", ""), uptime_s=uptime)
-        privileges = {_text(r["privilege"]).upper() for r in q.rows(STATEMENTS["privileges"])}
+        limits = q.rows(STATEMENTS["limits"])[0]
+        q.limits = limits  # type: ignore[attr-defined]
+        privileges = {p.strip().upper() for p in _text(limits["privileges"] or "").split(",")}
         facts.sees_all_sessions = bool(privileges & {"PROCESS", "SUPER"})
         facts.sees_all_definitions = False  # information_schema lists only what this login may use
         if not facts.sees_all_sessions:
@@ -312,7 +314,7 @@ class MysqlDialect:
     ) -> Activity:
         act = Activity()
         status: dict[str, str] = getattr(q, "status", {})
-        limits = q.rows(STATEMENTS["limits"])[0]
+        limits = getattr(q, "limits", None) or q.rows(STATEMENTS["limits"])[0]
         threads = int(status.get("Threads_connected", "0"))
         act.connections.append(ConnectionUse("server", "", threads, int(limits["max_connections"])))
         per_login = int(limits["max_user_connections"] or 0) or None
@@ -325,15 +327,12 @@ class MysqlDialect:
             act.connections += [ConnectionUse("login", name, None, per_login) for name in logins]
             return act
         by_login: dict[str, int] = {}
-        by_db: dict[str, int] = {}
-        for row in q.rows(STATEMENTS["sessions_by_login"]):
-            n = int(row["sessions"])
+        for row in q.rows(STATEMENTS["sessions_by_login"]) if logins else []:
             login = _text(row["login"] or "")
-            by_login[login] = by_login.get(login, 0) + n
-            db = _text(row["database_name"] or "")
-            by_db[db] = by_db.get(db, 0) + n
+            by_login[login] = by_login.get(login, 0) + int(row["sessions"])
         act.connections += [ConnectionUse("login", name, by_login.get(name, 0), per_login) for name in logins]
-        for row in q.rows(STATEMENTS["long_transactions"], (int(long_s),)):
+        # trx_started has whole seconds: fetch a second early, the evaluation applies the threshold.
+        for row in q.rows(STATEMENTS["long_transactions"], (max(0, int(long_s) - 1),)):
             act.long_transactions.append(_trx_session(row))
         return act
 
