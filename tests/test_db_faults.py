@@ -375,8 +375,11 @@ def _fill_connections(his: PrivateHis) -> int:
             opened += 1
         except Exception as exc:
             text = str(exc)
-            assert "1040" in text or "Too many connections" in text or "too many clients" in text or (
-                "remaining connection slots" in text
+            assert (
+                "1040" in text
+                or "Too many connections" in text
+                or "too many clients" in text
+                or ("remaining connection slots" in text)
             ), text
             return opened
     raise AssertionError("the server never refused a connection")
@@ -454,9 +457,7 @@ def test_table_dropped_and_recreated_empty_stays_lost(his: PrivateHis, tmp_path:
     assert incidents["db.rows"].trigger is Trigger.DATA_LOSS and "down 100%" in incidents["db.rows"].title.en
 
 
-def test_sixty_percent_deleted_without_fresh_statistics_is_trigger4(
-    his: PrivateHis, tmp_path: Path, capsys
-) -> None:
+def test_sixty_percent_deleted_without_fresh_statistics_is_trigger4(his: PrivateHis, tmp_path: Path, capsys) -> None:
     if his.dialect == "mysql":
         his.exec("ALTER TABLE mz_fee STATS_AUTO_RECALC = 0")  # InnoDB's counterpart of autovacuum off
     agent = agent_for(his, tmp_path, capsys=capsys)
@@ -484,9 +485,7 @@ def _deleted(his: PrivateHis) -> int:
     return int(his.scalar("SELECT COALESCE(n_tup_del, 0) FROM pg_stat_user_tables WHERE relname = 'mz_fee'"))
 
 
-def test_mariadb_restart_with_stale_statistics_raises_no_false_loss(
-    my_his: PrivateHis, tmp_path: Path, capsys
-) -> None:
+def test_mariadb_restart_with_stale_statistics_raises_no_false_loss(my_his: PrivateHis, tmp_path: Path, capsys) -> None:
     his = my_his
     # Statistics recorded while the tables were small, never recalculated (STATS_AUTO_RECALC=0), the tables
     # grown tenfold since: after a restart TABLE_ROWS falls back to the stored, stale figures.
