@@ -69,7 +69,7 @@ class Plan:
 
 def stats_key(s: TableStats) -> str:
     """What must stay the same for an exact count to still hold."""
-    return f"{s.identity}|{s.rows}|{s.live}|{s.deletes}|{s.changes}"
+    return f"{s.identity}|{s.storage}|{s.rows}|{s.live}|{s.deletes}|{s.changes}"
 
 
 class RowState:
@@ -168,6 +168,8 @@ class RowState:
             return "re-created"
         if ref is None or ref < max(1, w.min_rows):
             return None  # nothing to lose yet, or too small to judge
+        if seen.get("storage") is not None and s.storage is not None and seen["storage"] != s.storage:
+            return "rewritten (TRUNCATE, VACUUM FULL)"
         if s.emptied:
             return "emptied (truncated or statistics reset)"
         threshold = ref * w.drop_fraction
@@ -192,6 +194,8 @@ class RowState:
         if not verified:
             return
         entry["identity"] = s.identity
+        if s.storage is not None:
+            entry["storage"] = s.storage
         entry.pop("gone", None)
         if exact is not None:
             entry.update(exact=exact, exact_key=stats_key(s), exact_rows=s.rows, exact_at=now)

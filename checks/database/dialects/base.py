@@ -78,6 +78,7 @@ class TableStats:
 
     rows: int | None  # the statistics' row estimate (None: never measured, e.g. reltuples -1)
     identity: str | None = None  # changes when the table is dropped and re-created (oid, object_id, CREATE_TIME)
+    storage: str | None = None  # changes when its data is rewritten: TRUNCATE, VACUUM FULL (PostgreSQL relfilenode)
     live: int | None = None  # PostgreSQL n_live_tup: moves with every committed insert/delete
     deletes: int | None = None  # rows deleted since the statistics were reset (PostgreSQL n_tup_del)
     changes: int | None = None  # a counter every write moves (cache key of an exact count)

@@ -88,10 +88,12 @@ STATEMENTS: dict[str, str] = {
         + " AND a.attnum > 0 AND NOT a.attisdropped"
     ),
     # reltuples is -1 until the table was first vacuumed or analyzed (PostgreSQL 14+), and again after
-    # TRUNCATE; the oid changes when a table is dropped and re-created.
+    # TRUNCATE; the oid changes when a table is dropped and re-created, relfilenode when TRUNCATE (or
+    # VACUUM FULL) gives it new storage — at once, before any statistics move.
     "row_counts": (
         "/* hisguard:row_counts */ SELECT n.nspname AS schema_name, c.relname AS table_name, "
-        "c.oid::bigint AS identity, c.reltuples::bigint AS row_count, c.relpages AS pages, "
+        "c.oid::bigint AS identity, c.relfilenode::bigint AS storage, c.reltuples::bigint AS row_count, "
+        "c.relpages AS pages, "
         "s.n_live_tup AS live_rows, s.n_tup_del AS deleted_rows, "
         "s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS changes, s.n_mod_since_analyze AS modified_since_analyze, "
         "array_to_string(c.reloptions, ',') ~ 'autovacuum_enabled=(false|off|no|0)' AS autovacuum_off "
@@ -310,14 +312,18 @@ class PostgresDialect:
         out = {}
         for row in q.rows(STATEMENTS["row_counts"]):
             estimate = int(row["row_count"])
+            live = None if row["live_rows"] is None else int(row["live_rows"])
             out[f"{row['schema_name']}.{row['table_name']}"] = TableStats(
                 rows=None if estimate < 0 else estimate,
                 identity=str(row["identity"]),
-                live=None if row["live_rows"] is None else int(row["live_rows"]),
+                storage=str(row["storage"]),
+                live=live,
                 deletes=None if row["deleted_rows"] is None else int(row["deleted_rows"]),
                 changes=None if row["changes"] is None else str(row["changes"]),
                 modified_since_analyze=row["modified_since_analyze"],
-                emptied=estimate < 0 or int(row["pages"]) == 0,
+                # No pages or no statistics, and no live rows counted: truncated, re-created, or never filled.
+                # (A table filled but never analyzed has live rows: its live count is the estimate.)
+                emptied=(estimate < 0 or int(row["pages"]) == 0) and not live,
                 autovacuum_off=bool(row["autovacuum_off"]),
             )
         return out
