@@ -665,3 +665,44 @@ def test_the_console_shows_what_cannot_be_verified_from_the_heartbeat(
     finally:
         console.close()
     assert "门诊负数收费 — 无法核实，自" in page and "cannot verify since" in page
+
+
+def test_table_lock_on_a_server_without_lock_owner_views_is_still_a_freeze(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's MariaDB has no metadata_lock_info plugin: the waiters are visible, their holder is inferred.
+    from contextlib import contextmanager
+
+    import pymysql
+
+    from tests.test_db_live import _mariadb
+
+    with contextmanager(_mariadb)() as shared:
+        shared.exec(f"GRANT PROCESS ON *.* TO '{shared.user}'@'%'")
+        monkeypatch.setenv("HG_TEST_DB_PASSWORD", PASSWORD)
+        agent = make_agent(tmp_path, config_text(shared, extra=FAST))
+        baseline(tmp_path, capsys)
+        assert round_(agent) == []
+        holder = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=shared.name)
+        conns = [pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=shared.name)
+                 for _ in range(3)]  # fmt: skip
+        try:
+            holder.cursor().execute("LOCK TABLES mz_fee WRITE")
+            threads = [threading.Thread(target=c.cursor().execute, args=("SELECT COUNT(*) FROM mz_fee",), daemon=True)
+                       for c in conns]  # fmt: skip
+            for t in threads:
+                t.start()
+            probe_user = PrivateHis("mysql", shared.name, shared.user, 3306, shared.admin)
+            wait_until(lambda: waiting_at_least(probe_user, 2.5) >= 3, 30, what="three sessions waiting 2.5 s")
+            (inc,) = frozen_within_two_rounds(agent)
+            # The holder's own transaction (LOCK TABLES with autocommit off takes InnoDB table locks) is the
+            # oldest open one in that database: named, and marked as inferred.
+            assert inc.evidence["blocker"] == str(holder.thread_id()) and inc.evidence["probable"] is True
+            assert inc.evidence["blocked"] == 3 and "mz_fee" in inc.title.en
+        finally:
+            holder.cursor().execute("UNLOCK TABLES")
+            for t in threads:
+                t.join(30)
+            for c in [holder, *conns]:
+                c.close()
+        assert_released(agent)

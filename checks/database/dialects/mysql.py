@@ -233,7 +233,7 @@ class MysqlDialect:
             return DbError("login", f"login failed: {text}")
         if code in (1044, 1142, 1143, 1227):
             return DbError("denied", text)
-        if code in (1146, 1049):
+        if code in (1146, 1049, 1109):  # 1109: an information_schema table this server lacks (a plugin's)
             return DbError("missing", text)
         if code in (1969, 3024, 1205) or "timed out" in text.lower():
             return DbError("timeout", text)
