@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from string import Formatter
 from typing import Any
 
 from hisguard.checks.base import Impact, Observation
@@ -139,6 +140,47 @@ RULES: dict[str, Rule] = {
     "db.restart": Rule(
         T2, Text("{label} 数据库服务刚刚重启", "{label}: database service restarted"), cap=Severity.URGENT
     ),
+    # "HIS 卡死": sessions queued behind one head blocker. Scope from the locked tables' subsystems.
+    "db.frozen": Rule(
+        T2,
+        Text(
+            "{label} 数据库卡死：{blocked} 个会话被会话 {blocker}（{who}）阻塞 {wait_s} 秒，表 {tables}",
+            "{label}: database frozen: {blocked} sessions blocked by session {blocker} ({who}) for {wait_s} s "
+            "on {tables}",
+        ),
+    ),
+    "db.idle_in_transaction": Rule(
+        T2,
+        Text(
+            "{label} 会话 {session}（{who}）开着事务空闲 {age_s} 秒并持有锁，可能造成卡死",
+            "{label}: session {session} ({who}) idle in a transaction holding locks for {age_s} s",
+        ),
+        cap=Severity.URGENT,
+    ),
+    "db.long_transaction": Rule(
+        T2,
+        Text(
+            "{label} 长事务：会话 {session}（{who}）的事务已持续 {age_s} 秒",
+            "{label}: long transaction: session {session} ({who}) open for {age_s} s",
+        ),
+        cap=Severity.ROUTINE,
+    ),
+    # Refused because full: every HIS client is refused too.
+    "db.connections.full": Rule(
+        T2,
+        Text(
+            "{label} 连接已满，新登录被拒绝（{what_zh}：{in_use}/{limit}）",
+            "{label}: connections used up, new logins refused ({what_en}: {in_use}/{limit})",
+        ),
+    ),
+    "db.connections": Rule(
+        T2,
+        Text(
+            "{label} 连接数接近上限（{what_zh}：{in_use}/{limit}）",
+            "{label}: connections near the limit ({what_en}: {in_use}/{limit})",
+        ),
+        cap=Severity.URGENT,
+    ),
     "db.state": Rule(
         Trigger.DATABASE, Text("数据库 {label} 置疑或不可用", "Database {label} is suspect or unavailable")
     ),
@@ -152,14 +194,29 @@ RULES: dict[str, Rule] = {
         Text("数据表 {label} 被删除或丢失（与基线相比）", "Table {label} deleted or lost (against the baseline)"),
         floor=Severity.URGENT,
     ),
+    "db.table.renamed": Rule(
+        Trigger.DATABASE,
+        Text("数据表 {label} 被改名为 {renamed_to}（与基线相比）", "Table {label} renamed to {renamed_to}"),
+        floor=Severity.URGENT,
+    ),
+    # A dropped, narrowed or retyped column breaks the application; an added or widened one does not.
+    "db.column.broken": Rule(
+        Trigger.DATABASE,
+        Text("数据表 {label} 的列被删除或改窄（与基线相比）", "Table {label}: columns dropped or narrowed"),
+        floor=Severity.URGENT,
+        cap=Severity.URGENT,
+    ),
     "db.column": Rule(
         Trigger.DATABASE,
-        Text("数据表 {label} 表结构与基线不一致", "Table {label}: columns differ from the baseline"),
+        Text("数据表 {label} 新增或放宽了列（与基线相比）", "Table {label}: columns added or widened"),
         cap=Severity.ROUTINE,
     ),
     "db.rows": Rule(
         Trigger.DATA_LOSS,
-        Text("子系统 {label} 大面积数据丢失", "Subsystem {label}: large-scale data loss"),
+        Text(
+            "子系统 {label} 大面积数据丢失：{worst} 减少 {percent}%",
+            "Subsystem {label}: large-scale data loss: {worst} down {percent}%",
+        ),
         floor=Severity.URGENT,
     ),
     "db.anomaly.patient_fee": Rule(
@@ -348,6 +405,14 @@ class Failing:
     obs: Observation
 
 
+def _title(rule: Rule, values: dict[str, Any]) -> Text:
+    """A rule's title may also name facts from the observation's detail ({blocker}, {percent}…); one the
+    observation does not carry reads "?" rather than failing the whole classification."""
+    texts = (rule.title.zh, rule.title.en)
+    names = {f.split(".")[0].split("[")[0] for t in texts for _, f, _, _ in Formatter().parse(t) if f}
+    return rule.title.format(**{**dict.fromkeys(names, "?"), **values})
+
+
 def incident_for(host: str, failing: Failing) -> Incident | None:
     obs = failing.obs
     rule = RULES.get(obs.check)
@@ -362,7 +427,7 @@ def incident_for(host: str, failing: Failing) -> Incident | None:
         trigger=rule.trigger,
         severity=severity_for(scope, rule.floor, rule.cap),
         scope=scope,
-        title=rule.title.format(label=obs.label, host=host, value=obs.value),
+        title=_title(rule, {**obs.detail, "label": obs.label, "host": host, "value": obs.value}),
         departments=obs.impact.all_departments(),
         conditions=[(failing.job, obs.check, obs.subject)],
         evidence=evidence,

@@ -122,8 +122,11 @@ def cmd_once(args: argparse.Namespace) -> int:
             print(f"{job.name:<14} {'(probe)':<18} {'':<28} {'FAILED':<8} {st.error}")
             continue
         for o in agent.latest[job.name]:
-            state = "-" if o.ok is None else ("ok" if o.ok else "FAIL")
+            unverified = "unverified_since" in o.detail
+            state = "UNKNOWN" if unverified else ("-" if o.ok is None else ("ok" if o.ok else "FAIL"))
             print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_said(job.spec.name, o)}")
+            if unverified or o.check == "db.statistics":  # the whole sentence: what, since when, why
+                print(f"{'':<14} {'':<18} {o.label}")
     services = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "service.answer"]
     if services:  # each target: what it came to, with the numbers
         from hisguard.checks.service.result import summary
@@ -142,6 +145,10 @@ def cmd_once(args: argparse.Namespace) -> int:
         missing = ", ".join(o.detail.get("not_provided", []))
         print(f"  {o.subject} 可读 / reads: {read}" + (f"; 本设备未提供 / not provided by this device: {missing}"
                                                       if missing else ""))  # fmt: skip
+    observed = [o for job in cfg.jobs for o in agent.latest[job.name]]
+    for o in [o for o in observed if o.check == "db.read"]:  # what the database login cannot see, and the grant
+        for text in o.detail.get("blind_spots", []):
+            print(f"  {o.label} 看不到 / cannot see: {text}")
     if cfg.topology is not None:
         from hisguard.agent.topology import report
 
@@ -170,11 +177,13 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from hisguard.checks.database.rebaseline import run_command
+    from hisguard.checks.database.rebaseline import run_accept, run_command
 
     cfg = _load(args.config)
     _logging(cfg.agent.log_level)
     jobs = [(j.name, j.config) for j in cfg.jobs if j.spec.name == "database" and args.job in (None, j.name)]
+    if args.accept_rows:
+        return run_accept(jobs, cfg.agent.state_dir, args.accept_rows, args.reason)
     return run_command(jobs, cfg.agent.state_dir, args.reason)
 
 
@@ -218,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="agent configuration (TOML)")
     p.add_argument("--job", help="only this database job (default: every [[probe.database]] job)")
     p.add_argument("--reason", help="why the baseline is (re-)recorded, for the log (e.g. 'HIS upgrade 5.2')")
+    p.add_argument(
+        "--accept-rows",
+        metavar="SUBSYSTEM",
+        help="accept the subsystem's current row counts as its new level (a planned archive); needs --reason",
+    )
     p.set_defaults(fn=cmd_baseline)
     p = sub.add_parser("service", help="install, remove or query the system service (systemd unit / Windows service)")
     service_arguments(p)

@@ -288,7 +288,7 @@ async def check_probes(cfg: Any) -> list[Finding]:
                     f"probe {job.name}: {len(obs)} observations{note.en}",
                 ),
             )
-            extra = {"service": service_findings, "snmp": snmp_findings}.get(job.spec.name)
+            extra = {"service": service_findings, "snmp": snmp_findings, "database": database_findings}.get(job.spec.name)
             return [ran, *(extra(job.name, obs) if extra else [])]
         return [
             Finding(
@@ -392,6 +392,52 @@ def ping_findings(job: str, obs: list[Any]) -> list[Finding]:
         more = len(unanswered) - MAX_PING_LINES
         found.append(Finding(WARN, Text(f"{job}：另有 {more} 个目标无应答", f"{job}: {more} more targets unanswered")))
     return found
+BASELINE_FIX = Text(
+    "记录表结构基线：hisguard-agent baseline -c 配置文件（没有基线就发现不了删表、删列）",
+    "record the schema baseline: hisguard-agent baseline -c CONFIG (without it dropped tables and columns go unseen)",
+)
+DB_NAME_FIX = Text(
+    "核对 [[probe.database]] 的 databases 拼写，或在服务器上查看实际的数据库名",
+    "check the spelling in [[probe.database]] databases against the names on the server",
+)
+DB_GRANT_FIX = Text(
+    "给探针登录授予该库的只读权限（见 docs/database.md 的最小权限）",
+    "grant the probe's login read access to it (minimum permissions in docs/database.md)",
+)
+
+
+def database_findings(job: str, obs: list[Any]) -> list[Finding]:
+    """What a database round could not see: databases missing or hidden, no baseline, rules that cannot run."""
+    databases = {
+        "NOT_FOUND": (
+            "{job}：配置的数据库 {name} 在服务器上不存在（拼写错误？）",
+            "{job}: database {name} listed in the configuration does not exist on the server (a typo?)",
+            DB_NAME_FIX,
+        ),
+        "NOT_VISIBLE": (
+            "{job}：数据库 {name} 对探针登录不可见",
+            "{job}: database {name} is not visible to the probe's login",
+            DB_GRANT_FIX,
+        ),
+    }
+    out = []
+    for o in obs:
+        state = o.detail.get("state")
+        if o.check == "db.state" and state in databases:
+            zh, en, fix = databases[state]
+            name = o.subject.rsplit("/", 1)[-1]
+            out.append(Finding(FAIL, Text(zh.format(job=job, name=name), en.format(job=job, name=name)), fix))
+        elif o.check == "db.baseline":
+            out.append(Finding(FAIL, Text(f"{job}：尚无表结构基线", f"{job}: no schema baseline yet"), BASELINE_FIX))
+        elif "unverified_since" in o.detail:
+            out.append(Finding(WARN, Text(f"{job}：{o.label}", f"{job}: {o.label}")))
+        elif o.check == "db.statistics":
+            out.append(Finding(WARN, Text(f"{job}：{o.label}", f"{job}: {o.label}")))
+        elif o.check == "db.read":
+            for text in o.detail.get("blind_spots", []):
+                zh, _, en = text.partition(" / ")
+                out.append(Finding(WARN, Text(f"{job} 看不到：{zh}", f"{job} cannot see: {en or zh}")))
+    return out
 
 
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:

@@ -265,6 +265,7 @@ def test_healthy_his_then_dropped_table_is_one_trigger3_incident(his: His, tmp_p
     inc = incidents[0]
     assert inc.trigger is Trigger.DATABASE
     assert "zy_fee" in inc.title.zh and "zy_fee" in inc.title.en
+    assert f"{his.name}.{his.name}." not in inc.title.en  # MySQL tables are database.table
     assert inc.key.endswith(f"/db.table/127.0.0.1:{his.port}/{his.name}/{his.table('zy_fee')}")
     # 住院 is hospital-critical: a table lost from it paralyses the whole hospital.
     assert (inc.scope, inc.severity) == (Scope.HOSPITAL, Severity.CRITICAL)
@@ -355,7 +356,8 @@ def test_rebaseline_after_planned_change_is_logged_and_clears(his: His, tmp_path
     assert inc.trigger is Trigger.DATABASE and inc.severity is Severity.ROUTINE
     assert inc.evidence["added"] == ["批号"]
     out = baseline(tmp_path, capsys)
-    assert f"~ columns {his.name}.{his.table('yf_drug')}" in out
+    shown = f"{his.name}.public.yf_drug" if his.dialect == "postgresql" else f"{his.name}.yf_drug"  # never db.db.t
+    assert f"~ columns {shown}\n" in out
     assert round_(agent) == []
     (log_file,) = (tmp_path / "state").glob("db-baseline-*.log")
     log_text = log_file.read_text(encoding="utf-8")

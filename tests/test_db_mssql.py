@@ -33,12 +33,18 @@ DATA = Path(__file__).parent / "data" / "mssql"
 SAMPLE_NAMES = ["HIS", "住院数据库", "odd]name"]
 
 
+QUOTE = {"tsql": mssql.quote_brackets, "postgres": postgresql.quote, "mysql": mysql.quote}
+
+
 def _formatted(statements: dict[str, str], dialect: str) -> list[tuple[str, str]]:
     out = []
+    quote = QUOTE[dialect]
     for key, sql in statements.items():
-        for name in SAMPLE_NAMES if "{db}" in sql else [None]:
-            db = mssql.quote_brackets(name) if dialect == "tsql" and name else "`x`"
-            text = sql.format(db=db, lock_ms=5000, seconds=5, ms=5000)
+        for name in SAMPLE_NAMES if "{db}" in sql or "{table}" in sql else [None]:
+            db = quote(name) if name else "`x`"
+            parts = [name, "dbo", name] if dialect == "tsql" else ["s", name]
+            table = ".".join(quote(part) for part in parts) if name else ""
+            text = sql.format(db=db, lock_ms=5000, seconds=5, ms=5000, ids="51, 52", table=table)
             out.append((f"{key}:{name}", text.replace("%s", "'x'")))
     return out
 
@@ -60,7 +66,7 @@ def test_tsql_reads_only_catalogue_views_and_never_writes() -> None:
     for key, sql in _formatted(mssql.STATEMENTS, "tsql"):
         for tree in sqlglot.parse(sql, read="tsql"):
             assert not any(isinstance(n, writes) for n in tree.walk()), key
-            if isinstance(tree, exp.Select):
+            if isinstance(tree, exp.Select) and not key.startswith("exact_count:"):
                 tables = {t.sql("tsql") for t in tree.find_all(exp.Table)}
                 assert all(re.search(r"\bsys\.|msdb\.dbo\.(backupset|suspect_pages)", t) for t in tables), (key, tables)
 
@@ -82,21 +88,10 @@ class RecordedCursor:
 
     def execute(self, sql: str, params: Any = None) -> None:
         self.conn.executed.append(sql)
-        m = TAG.search(sql)
-        key = m.group(1) if m else None
-        if key in ("session", "use"):
+        result = recorded_result(self.conn.data, sql)
+        if result is None:
             self.description = None
             return
-        if key is None:
-            result = self.conn.data["anomalies"][sql]
-        elif key in ("columns", "row_counts"):
-            db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.tables", sql).group(1).replace("]]", "]")
-            if db not in self.conn.data[key]:
-                # What pymssql raises when the login is no user of that database.
-                raise mssql_error(916, f'The server principal is not able to access the database "{db}"')
-            result = self.conn.data[key][db]
-        else:
-            result = self.conn.data[key]
         self.description = [(c, 1, None, None, None, None, None) for c in result["columns"]]
         self._rows = [tuple(r) for r in result["rows"]]
 
@@ -112,11 +107,48 @@ def mssql_error(number: int, text: str) -> Exception:
     return pymssql.OperationalError((number, text.encode()))
 
 
+def _bracketed(text: str) -> list[str]:
+    return [m.replace("]]", "]") for m in re.findall(r"\[((?:[^\]]|\]\])+)\]", text)]
+
+
+def recorded_result(data: dict[str, Any], sql: str) -> dict[str, Any] | None:
+    """The rows recorded for one statement (None: a statement that returns nothing, such as SET or USE).
+
+    Per-database statements are keyed by database, exact counts by database.schema.table; anomaly rules by
+    their text. A database the login may not enter raises what pymssql raises (916).
+    """
+    m = TAG.search(sql)
+    key = m.group(1) if m else None
+    if key in ("session", "use"):
+        return None
+    if key == "anomaly" or key is None:
+        result = data["anomalies"][TAG.sub("", sql).strip()]
+        if "error" in result:  # what the server answered instead of rows (a revoked permission…)
+            raise mssql_error(*result["error"])
+        return result
+    if key in ("columns", "row_counts", "hobt_tables"):
+        db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.", sql).group(1).replace("]]", "]")
+        if db not in data[key]:
+            raise mssql_error(916, f'The server principal is not able to access the database "{db}"')
+        return data[key][db]
+    if key == "exact_count":
+        table = ".".join(_bracketed(sql.split(" FROM ", 1)[1]))
+        return data[key][table]
+    return data[key]
+
+
+def load_scenario(scenario: str) -> dict[str, Any]:
+    """A recording; a scenario that names `_base` holds only what differs from that one."""
+    data = json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+    base = data.pop("_base", None)
+    return {**load_scenario(base), **data} if base else data
+
+
 class RecordedServer:
     """A DB-API connection answering each tagged statement with the rows recorded for it."""
 
     def __init__(self, scenario: str) -> None:
-        self.data = json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+        self.data = load_scenario(scenario)
         self.executed: list[str] = []
 
     def cursor(self) -> RecordedCursor:
@@ -257,20 +289,27 @@ def _event(inc: Any) -> IncidentEvent:
     )
 
 
-def test_every_statement_sent_is_one_of_the_parsed_ones(server, tmp_path: Path) -> None:
+def test_every_statement_sent_is_one_of_the_parsed_ones_and_tagged(server, tmp_path: Path) -> None:
     cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("incident")  # exact counts and anomaly rules run too
     run(cfg, ProbeContext(host="h", state_dir=tmp_path))
     sent = server["conn"].executed
     anomaly_queries = {a.query for a in cfg.anomalies}
     known = {sql for _, sql in _formatted(mssql.STATEMENTS, "tsql")}
+    tags = set()
     for sql in sent:
-        if sql in anomaly_queries:
-            continue
         m = TAG.search(sql)
-        assert m and m.group(1) in mssql.STATEMENTS, sql
-        if "{db}" not in mssql.STATEMENTS[m.group(1)]:
-            assert sql in known or m.group(1) == "session", sql
+        assert m and sql.startswith(m.group(0)), sql  # every statement, the rules' too, starts with its tag
+        tags.add(m.group(1))
+        if m.group(1) == "anomaly":
+            assert sql[len(m.group(0)) :].strip() in anomaly_queries, sql
+            continue
+        assert m.group(1) in mssql.STATEMENTS, sql
+        if not re.search(r"\{\w+\}", mssql.STATEMENTS[m.group(1)]):
+            assert sql in known, sql
         sqlglot.parse(sql, read="tsql")
+    assert {"anomaly", "exact_count", "lock_waits", "connections", "long_transactions"} <= tags
 
 
 def test_a_database_the_login_cannot_read_is_not_reported_as_dropped(server, tmp_path: Path) -> None:
@@ -279,8 +318,9 @@ def test_a_database_the_login_cannot_read_is_not_reported_as_dropped(server, tmp
     del server["conn"].data["columns"]["HIS"]
     obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
     assert not [o for o in obs if o.check in ("db.table", "db.rows") and o.subject.startswith("10.20.1.5:1433/HIS")]
-    (read,) = [o for o in obs if o.check == "db.read"]
-    assert "not able to access" in read.detail["errors"]["HIS"]
+    (read,) = [o for o in obs if o.check == "db.read" and o.subject.endswith("/HIS")]
+    assert read.ok is None and "not able to access" in read.detail["unverified_reason"]
+    assert "cannot verify since" in (read.name or "")
     assert [o for o in obs if o.ok is False] == []
 
 
@@ -406,7 +446,9 @@ def test_silent_server_times_out_within_the_deadline_and_threads_never_pile_up(t
             b"DB-Lib error message 20003, severity 6:\nAdaptive Server connection timed out (10.20.1.5)\n",
             "timeout",
         ),
-        (208, b"Invalid object name 'dbo.MZ_SFMX'.DB-Lib error message 20018, severity 16:\n", "query"),
+        # A rule naming a table that is gone (renamed): the rule cannot verify, the server is fine.
+        (208, b"Invalid object name 'dbo.MZ_SFMX'.DB-Lib error message 20018, severity 16:\n", "missing"),
+        (4060, b"Cannot open database requested by the login. DB-Lib error message 20018, severity 11:\n", "query"),
     ],
 )
 def test_pymssql_errors_are_classified_by_their_text(number: int, text: bytes, kind: str) -> None:
@@ -428,3 +470,113 @@ def test_uptime_reset_between_rounds_is_a_restart_even_past_the_window(server, t
     assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT  # capped: it is running again
     uptime[1] = 3060
     assert [o.ok for o in run(cfg, ctx) if o.check == "db.restart"] == [True]
+
+
+# -- frozen, saturated, and what the login cannot see (rows in the DMVs' documented columns) ------------------
+
+
+def test_recorded_freeze_names_the_head_blocker_and_its_transaction(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    ctx = ProbeContext(host="his-db-01", state_dir=tmp_path)
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("frozen")
+    obs = run(cfg, ctx)
+    incidents = {i.evidence["check"]: i for i in _classify(obs)}
+    inc = incidents["db.frozen"]
+    assert inc.trigger is Trigger.SOFTWARE and (inc.scope, inc.severity) == (Scope.HOSPITAL, Severity.CRITICAL)
+    # Five sessions behind 87: four on MZ_SFMX (three of them through 91), one on MZ_FP; 94 has waited 12 s,
+    # under freeze_wait (30 s). 96 waits in another chain of one session, under freeze_sessions (3).
+    assert inc.title.en == (
+        "HIS 主数据库: database frozen: 4 sessions blocked by session 87 (his_app@HIS-APP-03, 门诊收费系统) "
+        "for 95 s on dbo.MZ_SFMX, dbo.MZ_FP"
+    )
+    assert inc.title.zh.startswith("HIS 主数据库 数据库卡死：4 个会话被会话 87（his_app@HIS-APP-03, 门诊收费系统）")
+    ev = inc.evidence
+    assert (ev["state"], ev["transaction_s"], ev["idle_s"]) == ("idle in transaction", 312, 301)
+    assert ev["statement"].startswith("UPDATE dbo.MZ_SFMX") and ev["other_chains"] == []
+    assert sorted(w["session"] for w in ev["waiters"]) == ["91", "92", "93", "95"]
+    # Session 87 is the freeze itself; the idle HRP month-end transaction is the warning before one.
+    idle = incidents["db.idle_in_transaction"]
+    assert idle.evidence["session"] == "102" and idle.severity is Severity.URGENT
+    assert "hrp_etl@HRP-01, 月结" in idle.title.en
+    sent = server["conn"].executed
+    assert any("hobt_id IN (72057594043236352, 72057594043301888)" in q for q in sent)
+    assert any("session_id IN (" in q and "87" in q for q in sent if "hisguard:sessions" in q)
+
+
+def test_recorded_quiet_server_reads_locks_and_connections_without_incident(server, tmp_path: Path) -> None:
+    cfg = his_config(logins={"his_app": 180})
+    record(cfg, tmp_path)
+    obs = run(cfg, ProbeContext(host="h", state_dir=tmp_path))
+    by = {(o.check, o.subject.split("/", 1)[1] if "/" in o.subject else ""): o for o in obs}
+    assert by[("db.frozen", "frozen")].ok is True
+    server_use = by[("db.connections.full", "connections")]
+    assert server_use.ok is True and server_use.detail["in_use"] == 212 and server_use.detail["limit"] == 32767
+    # his_app: 168 of the 180 the configuration gives it (SQL Server has no per-login limit of its own): 93 %.
+    near = by[("db.connections", "login:his_app/connections")]
+    assert near.ok is False and near.detail["in_use"] == 168
+    (inc,) = _classify([near])
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.URGENT
+    assert "connections near the limit (login his_app: 168/180)" in inc.title.en
+
+
+def test_login_refused_because_user_connections_are_used_up_is_an_incident(monkeypatch, tmp_path: Path) -> None:
+    text = (
+        "Could not connect because the maximum number of '500' user connections has already been reached. The "
+        "system administrator can use sp_configure to increase the maximum value. The connection has been closed."
+        "DB-Lib error message 20018, severity 20:\nGeneral SQL Server error: Check messages from the SQL Server\n"
+    )
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise mssql.DIALECT.error(mssql_error(17809, text))
+
+    monkeypatch.setattr(mssql.DIALECT, "connect", refuse)
+    cfg = his_config()
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    (o,) = run(cfg, ctx)
+    assert (o.check, o.ok, o.detail["error"]) == ("db.connections.full", False, "full")
+    assert ctx.partial  # everything else keeps its state: not seen, not healthy
+    (inc,) = _classify([o])
+    assert inc.trigger is Trigger.SOFTWARE and inc.severity is Severity.CRITICAL
+    assert "connections used up, new logins refused" in inc.title.en and "S3cret" not in json.dumps(inc.evidence)
+
+
+def test_without_view_server_state_the_freeze_cannot_be_verified_and_says_why(server, tmp_path: Path) -> None:
+    data = server["conn"].data
+    data["server"]["rows"][0][2] = 0  # HAS_PERMS_BY_NAME(…, 'VIEW SERVER STATE') = 0
+    obs = run(his_config(), ProbeContext(host="h", state_dir=tmp_path))
+    (frozen,) = [o for o in obs if o.check == "db.frozen"]
+    assert frozen.ok is None and "VIEW SERVER STATE" in frozen.detail["unverified_reason"]
+    assert "cannot verify since" in frozen.name
+    (read,) = [o for o in obs if o.check == "db.read" and o.subject == "10.20.1.5:1433"]
+    assert any("GRANT VIEW SERVER STATE" in b for b in read.detail["blind_spots"])
+
+
+def test_revoked_permission_on_a_rule_keeps_its_incident_open(server, tmp_path: Path) -> None:
+    cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("incident")
+    ctx = ProbeContext(host="h", state_dir=tmp_path)
+    first = {o.check: o for o in run(cfg, ctx) if o.subject.endswith("/门诊负数收费")}
+    assert first["db.anomaly.patient_fee"].ok is False
+    query = cfg.anomalies[0].query
+    server["conn"].data["anomalies"][query] = {
+        "error": [229, "The SELECT permission was denied on the object 'MZ_SFMX', database 'HIS', schema 'dbo'."]
+    }
+    ctx.partial = False
+    (rule,) = [o for o in run(cfg, ctx) if o.subject.endswith("/门诊负数收费")]
+    assert rule.check == "db.anomaly.patient_fee" and rule.ok is None and ctx.partial
+    assert "denied" in rule.detail["unverified_reason"] and "cannot verify since" in (rule.name or "")
+
+
+def test_what_a_session_reports_cannot_break_the_title(server, tmp_path: Path) -> None:
+    # program_name and host_name are whatever the client sent: control characters, any length.
+    cfg = his_config()
+    record(cfg, tmp_path)
+    server["conn"] = RecordedServer("frozen")
+    head = next(r for r in server["conn"].data["sessions"]["rows"] if r[0] == 87)
+    head[2], head[3] = "HIS-APP-03\r\n" + "x" * 300, "门诊收费系统\x1b[31m" + "长" * 400
+    (inc,) = [i for i in _classify(run(cfg, ProbeContext(host="h", state_dir=tmp_path))) if "frozen" in i.key]
+    event = _event(inc)  # the wire schema refuses control characters and titles over 500 characters
+    assert "\n" not in event.title_en and len(event.title_zh) <= 500 and len(event.title_en) <= 500
+    assert "session 87 (his_app@HIS-APP-03" in event.title_en

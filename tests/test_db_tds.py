@@ -8,8 +8,6 @@ recorded in tests/data/mssql for the statement's tag, as NVARCHAR / BIGINT / BIT
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import socket
 import struct
 import threading
@@ -25,6 +23,7 @@ from hisguard.checks.database.dialects.base import TAG
 from hisguard.checks.database.rebaseline import record
 from hisguard.plan import Severity, Trigger
 from tests.test_db_live import driver
+from tests.test_db_mssql import load_scenario, recorded_result
 
 DATA = Path(__file__).parent / "data" / "mssql"
 PASSWORD = "门诊-Pw-825"
@@ -65,7 +64,7 @@ class TdsResponder:
 
     @staticmethod
     def load(scenario: str) -> dict[str, Any]:
-        return json.loads((DATA / f"{scenario}.json").read_text(encoding="utf-8"))
+        return load_scenario(scenario)
 
     def __enter__(self) -> TdsResponder:
         self._thread.start()
@@ -190,21 +189,15 @@ class TdsResponder:
             p = p[struct.unpack("<I", p[:4])[0] :]  # ALL_HEADERS
         sql = p.decode("utf-16-le")
         self.batches.append(sql)
-        m = TAG.search(sql)
-        key = m.group(1) if m else None
-        if key in self.data:
-            result = self.data[key]
-            if key in ("columns", "row_counts"):
-                db = re.search(r"FROM \[((?:[^\]]|\]\])+)\]\.sys\.tables", sql).group(1).replace("]]", "]")
-                if db not in result:
-                    return self._error(916, f'The server principal is not able to access the database "{db}"', 14) + (
-                        self._done(0x0002, 0)
-                    )
-                result = result[db]
+        try:
+            result = recorded_result(self.data, sql)
+        except KeyError:
+            result = None
+        except Exception as exc:  # the recorded 916: the login is no user of that database
+            text = exc.args[0][1].decode() if exc.args and isinstance(exc.args[0], tuple) else str(exc)
+            return self._error(916, text, 14) + self._done(0x0002, 0)
+        if result is not None:
             return self._result(result["columns"], result["rows"])
-        if sql in self.data.get("anomalies", {}):
-            r = self.data["anomalies"][sql]
-            return self._result(r["columns"], r["rows"])
         return self._done(0, 0)  # SET …, USE …, BEGIN/ROLLBACK TRANSACTION: nothing to return
 
     def _result(self, columns: list[str], rows: list[list[Any]]) -> bytes:
@@ -324,3 +317,20 @@ def test_varchar_in_a_chinese_collation_arrives_as_unicode(tmp_path: Path) -> No
     assert [o for o in obs if o.ok is False] == []
     names = {o.name for o in obs if o.check in ("db.state", "db.table")}
     assert "住院数据库 [ONLINE]" in names and "HIS.dbo.门诊挂号" in names
+
+
+def test_real_pymssql_reads_a_frozen_server_through_the_lock_views(tmp_path: Path) -> None:
+    with TdsResponder("healthy") as server:
+        cfg = his_config(server.port)
+        record(cfg, tmp_path)
+        server.data = TdsResponder.load("frozen")
+        obs = asyncio.run(probe(cfg, ProbeContext(host="h", state_dir=tmp_path)))
+    incidents = {i.evidence["check"]: i for i in _classify(obs)}
+    frozen = incidents["db.frozen"]
+    assert "4 sessions blocked by session 87 (his_app@HIS-APP-03, 门诊收费系统) for 95 s on dbo.MZ_SFMX" in (
+        frozen.title.en
+    )
+    assert frozen.severity is Severity.CRITICAL and incidents["db.idle_in_transaction"].severity is Severity.URGENT
+    assert {"lock_waits", "hobt_tables", "sessions", "long_transactions", "connections"} <= {
+        TAG.search(b).group(1) for b in server.batches if TAG.search(b)
+    }

@@ -2,8 +2,8 @@
 
 The baseline is a JSON file written by `hisguard-agent baseline -c FILE`; every probe round
 compares with it. Re-baselining after a planned upgrade is the same command, and each run is
-appended to a log beside the file (who/when/what changed). Row-count history lives in the
-agent's state directory: the highest count per table in each slice of the window.
+appended to a log beside the file (who/when/what changed). Row-count references live in the
+agent's state directory (rows.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any
 from hisguard.checks.database.config import Config
 
 FORMAT = 1
-_SLICES = 12  # history buckets per window
 
 
 def _safe(text: str) -> str:
@@ -75,8 +74,9 @@ class Baseline:
         )
 
 
-def diff(old: Baseline | None, new: Baseline) -> list[str]:
-    """Human-readable differences, for the re-baselining log."""
+def diff(old: Baseline | None, new: Baseline, display: Callable[[str, str], str] | None = None) -> list[str]:
+    """Human-readable differences, for the re-baselining log (tables named as the dialect names them)."""
+    name = display or (lambda db, t: f"{db}.{t}")
     if old is None:
         return ["first baseline"]
     out = []
@@ -88,61 +88,26 @@ def diff(old: Baseline | None, new: Baseline) -> list[str]:
         if b is None:
             out.append(f"- database {db}")
             continue
-        out += [f"- table {db}.{t}" for t in sorted(set(a) - set(b))]
-        out += [f"+ table {db}.{t}" for t in sorted(set(b) - set(a))]
-        out += [f"~ columns {db}.{t}" for t in sorted(set(a) & set(b)) if a[t] != b[t]]
+        out += [f"- table {name(db, t)}" for t in sorted(set(a) - set(b))]
+        out += [f"+ table {name(db, t)}" for t in sorted(set(b) - set(a))]
+        out += [f"~ columns {name(db, t)}" for t in sorted(set(a) & set(b)) if a[t] != b[t]]
     return out or ["no change"]
 
 
-def log_rebaseline(path: Path, cfg: Config, changes: list[str], reason: str | None) -> Path:
-    log = path.with_suffix(".log")
+def who_runs_this() -> str:
+    """The login name of whoever runs the command (for the record)."""
     try:
-        who = getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some service contexts
-        who = str(os.getuid()) if hasattr(os, "getuid") else "?"
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
+def log_rebaseline(path: Path, cfg: Config, changes: list[str], reason: str | None, what: str = "baseline") -> Path:
+    log = path.with_suffix(".log")
+    who = who_runs_this()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with log.open("a", encoding="utf-8") as f:
-        f.write(f"{stamp} baseline by {who} for {cfg.server_id}" + (f" — {reason}" if reason else "") + "\n")
+        f.write(f"{stamp} {what} by {who} for {cfg.server_id}" + (f" — {reason}" if reason else "") + "\n")
         for line in changes:
             f.write(f"    {line}\n")
     return log
-
-
-class RowHistory:
-    """Highest row count per table in each slice of the last `hours`, kept on disk across restarts."""
-
-    def __init__(self, path: Path, hours: float) -> None:
-        self.path = path
-        self.window = hours * 3600.0
-        self.slice = self.window / _SLICES
-        try:
-            self.data: dict[str, dict[str, list[list[float]]]] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.data = {}
-
-    def reference(self, db: str, table: str, now: float) -> int | None:
-        """Highest count seen within the window (None: no history)."""
-        marks = [n for start, n in self.data.get(db, {}).get(table, []) if start > now - self.window - self.slice]
-        return int(max(marks)) if marks else None
-
-    def add(self, db: str, counts: dict[str, int | None], now: float) -> None:
-        start = now - now % self.slice
-        tables = self.data.setdefault(db, {})
-        for table, n in counts.items():
-            if n is None:
-                continue
-            marks = [m for m in tables.get(table, []) if m[0] > now - self.window - self.slice]
-            if marks and marks[-1][0] == start:
-                marks[-1][1] = max(marks[-1][1], n)
-            else:
-                marks.append([start, n])
-            tables[table] = marks
-        for table in [t for t in tables if t not in counts]:
-            del tables[table]  # a dropped table is the baseline's business, not history's
-
-    def save(self) -> None:
-        _write_json(self.path, self.data)
-
-
-def now() -> float:
-    return time.time()

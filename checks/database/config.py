@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,13 @@ class Subsystem(BaseModel):
 
     def impact(self) -> Impact:
         departments = self.departments if self.departments is not None else [self.name]
-        return Impact(departments=tuple(departments), hospital_critical=self.hospital_critical)
+        return _impact(tuple(departments), self.hospital_critical)
+
+
+@lru_cache(maxsize=4096)
+def _impact(departments: tuple[str, ...], hospital_critical: bool) -> Impact:
+    # Built once per distinct scope: a round judges hundreds of tables against a handful of subsystems.
+    return Impact(departments=departments, hospital_critical=hospital_critical)
 
 
 class Anomaly(BaseModel):
@@ -102,6 +109,19 @@ class Config(ProbeConfig):
     checkdb_days: float | None = Field(7.0, gt=0, description="Last good CHECKDB older than this (None: off)")
     read_error_log: bool = Field(False, description="SQL Server: read 825 from the error log (securityadmin)")
     backups: Backups = Field(default_factory=Backups)
+    # Frozen database ("HIS 卡死"): this many sessions waiting at least freeze_wait seconds behind one head blocker.
+    freeze_sessions: int = Field(3, ge=1, le=10000, description="Sessions blocked behind one head blocker")
+    freeze_wait: float = Field(30.0, gt=0, le=86400, description="…each waiting at least this long (s)")
+    long_transaction: float = Field(600.0, gt=0, description="A transaction open longer than this (s): routine")
+    idle_in_transaction: float = Field(
+        120.0, gt=0, description="Idle in an open transaction that holds locks longer than this (s): urgent"
+    )
+    connections_warn_percent: float = Field(90.0, gt=0, le=100, description="Connections in use that warn (%)")
+    logins: dict[str, int] = Field(
+        default_factory=dict,
+        description="HIS application logins watched against their connection limit (0: the server's own limit)",
+    )
+    exact_counts: int = Field(20, ge=0, le=1000, description="Exact COUNT(*)s of suspected tables a round, at most")
     subsystems: list[Subsystem] = Field(default_factory=list)
     anomalies: list[Anomaly] = Field(default_factory=list)
 
@@ -125,6 +145,9 @@ class Config(ProbeConfig):
         for s in self.subsystems:
             if s.database is not None and s.database not in self.databases:
                 raise ValueError(f"subsystem {s.name!r}: database {s.database!r} is not in databases")
+        for login, limit in self.logins.items():
+            if not login or limit < 0:
+                raise ValueError(f"logins: {login!r} needs a name and a limit ≥ 0 (0: the server's own limit)")
         rules = [a.name for a in self.anomalies]
         if len(set(rules)) != len(rules):
             raise ValueError("an anomaly rule name is used twice")
