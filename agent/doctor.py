@@ -288,7 +288,7 @@ async def check_probes(cfg: Any) -> list[Finding]:
                     f"probe {job.name}: {len(obs)} observations{note.en}",
                 ),
             )
-            extra = {"service": service_findings, "snmp": snmp_findings, "database": database_findings}.get(job.spec.name)
+            extra = PROBE_FINDINGS.get(job.spec.name)
             return [ran, *(extra(job.name, obs) if extra else [])]
         return [
             Finding(
@@ -438,6 +438,10 @@ def database_findings(job: str, obs: list[Any]) -> list[Finding]:
                 zh, _, en = text.partition(" / ")
                 out.append(Finding(WARN, Text(f"{job} 看不到：{zh}", f"{job} cannot see: {en or zh}")))
     return out
+
+
+# What each probe's own round adds to doctor's findings (per target, per device, per database).
+PROBE_FINDINGS = {"service": service_findings, "snmp": snmp_findings, "database": database_findings}
 
 
 def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:
