@@ -128,22 +128,6 @@ async def test_h3c_e528_on_the_older_arc_is_read(sim, tmp_path):  # noqa: F811
     assert "restarts" in cov["not_provided"]  # the published walk's sysUpTime is simulated: not kept
 
 
-@pytest.mark.parametrize(
-    ("changes", "check", "evidence"),
-    [
-        ({f"{H3C_OLD}.12.34": (2, 90)}, "snmp.temperature", None),
-        ({f"{H3C_OLD}.19.31": (2, 51), f"{H3C_OLD}.19.33": (2, 41)}, "snmp.hardware",
-         ["entity 31: psuError", "entity 33: fanError"]),
-        ({f"{H3C_OLD}.6.30": (2, 97)}, "snmp.cpu", None),
-    ],
-)  # fmt: skip
-async def test_h3c_e528_faults(sim, served, tmp_path, changes, check, evidence):  # noqa: F811
-    (inc,) = await healthy_then(sim, served, tmp_path, "h3c-e528", changes, department="门诊收费")
-    assert (inc.evidence["check"], inc.scope) == (check, Scope.DEPARTMENT)
-    if evidence:
-        assert inc.evidence["faults"] == evidence
-
-
 async def test_h3c_with_a_system_oid_on_the_older_arc_is_still_h3c(sim, served, tmp_path):  # noqa: F811
     # Comware's compatible MIB style also reports sysObjectID under 2011.10, inside Huawei's number.
     served("h3c-e528", {"1.3.6.1.2.1.1.2.0": (6, "1.3.6.1.4.1.2011.10.1.89")})
@@ -183,18 +167,24 @@ async def test_cisco_ios12_memory_comes_from_its_memory_pools(sim, tmp_path, nam
 
 
 @pytest.mark.parametrize(
-    ("changes", "check", "evidence"),
+    ("name", "changes", "check", "evidence"),
     [
-        ({f"{ENVMON}.5.1.3.1003": (2, 3)}, "snmp.hardware", ["Sw1, PS1 Normal, RPS NotExist: critical"]),
-        ({f"{ENVMON}.4.1.3.1004": (2, 4)}, "snmp.hardware", ["Switch#1, Fan#1: shutdown"]),
-        ({f"{CPM}.8.1": (66, 97)}, "snmp.cpu", None),
-        ({"1.3.6.1.4.1.9.9.48.1.1.1.6.2": (66, 100000)}, "snmp.memory", None),  # I/O memory nearly gone
+        ("h3c-e528", {f"{H3C_OLD}.12.34": (2, 90)}, "snmp.temperature", None),
+        ("h3c-e528", {f"{H3C_OLD}.19.31": (2, 51), f"{H3C_OLD}.19.33": (2, 41)}, "snmp.hardware",
+         ["entity 31: psuError", "entity 33: fanError"]),
+        ("h3c-e528", {f"{H3C_OLD}.6.30": (2, 97)}, "snmp.cpu", None),
+        ("cisco-c3750", {f"{ENVMON}.5.1.3.1003": (2, 3)}, "snmp.hardware",
+         ["Sw1, PS1 Normal, RPS NotExist: critical"]),
+        ("cisco-c3750", {f"{ENVMON}.4.1.3.1004": (2, 4)}, "snmp.hardware", ["Switch#1, Fan#1: shutdown"]),
+        ("cisco-c3750", {f"{CPM}.8.1": (66, 97)}, "snmp.cpu", None),
+        ("cisco-c3750", {"1.3.6.1.4.1.9.9.48.1.1.1.6.2": (66, 100000)}, "snmp.memory", None),  # I/O memory gone
     ],
 )  # fmt: skip
-async def test_cisco_c3750_faults(sim, served, tmp_path, changes, check, evidence):  # noqa: F811
-    (inc,) = await healthy_then(sim, served, tmp_path, "cisco-c3750", changes, department="门诊挂号")
+async def test_access_switch_faults(sim, served, tmp_path, name, changes, check, evidence):  # noqa: F811
+    """An access switch serving one department (the H3C E528 on the older arc, the Cisco 3750 on IOS 12.2)."""
+    (inc,) = await healthy_then(sim, served, tmp_path, name, changes, department="门诊收费")
     assert (inc.evidence["check"], inc.scope) == (check, Scope.DEPARTMENT)
-    if evidence:
+    if evidence:  # several failed parts: one incident, the parts its evidence
         assert inc.evidence["faults"] == evidence
 
 
