@@ -197,7 +197,7 @@ async def test_two_independent_uplinks_down_are_one_incident_for_the_device(sim,
 @pytest.mark.parametrize(
     ("name", "uplink", "index"),
     [("ruijie-s6220", "AggregatePort 1", "69"), ("maipu-s3220", "link-aggregation 1", "157"),
-     ("cisco-c2960x", "Port-channel1", "5001")],
+     ("cisco-c2960x", "Port-channel1", "5001"), ("zte-zxr10-5250", "2/1", "49")],
 )  # fmt: skip
 async def test_switches_without_health_tables_watch_their_uplink_and_say_what_they_lack(
     sim, served, tmp_path, name, uplink, index

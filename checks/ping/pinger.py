@@ -37,6 +37,11 @@ IP_RECVERR, IPV6_RECVERR = 11, 25
 SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
 RCVBUF = 4 << 20  # replies of thousands of targets can arrive in one burst
 TICK = 0.004  # pacing sends in small bursts: one wake-up per request would cost more than the request
+# Linux stamps each packet when it arrives (SO_TIMESTAMPNS, a struct timespec): a reply that came in time
+# still counts when a loaded machine lets the agent read it only later.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("@ll")
+STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 
 # ICMP error messages a request can draw (type → name; destination-unreachable codes below).
 V4_ERRORS = {3: "unreachable", 4: "source-quench", 11: "time-exceeded", 12: "parameter-problem"}
@@ -123,12 +128,16 @@ class _Channel:
         self.local: set[str] | None = None
         self.echo_reply = 0 if version == 4 else 129
         self.error_types = V4_ERRORS if version == 4 else V6_ERRORS
+        self.stamped = False  # replies carry the kernel's arrival time
         for opt in ("SO_RCVBUFFORCE", "SO_RCVBUF"):  # FORCE passes rmem_max with CAP_NET_ADMIN
             with contextlib.suppress(OSError, AttributeError):
                 self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), RCVBUF)
                 break
         if sys.platform != "linux":
             return
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.stamped = bool(STAMP_SPACE)
         if self.privileged:  # the kernel hands this socket only echo replies and errors, not every ICMP packet
             keep = [self.echo_reply, *self.error_types]
             if version == 4:
@@ -178,7 +187,11 @@ class _Channel:
         now = time.monotonic
         for _ in range(4096):
             try:
-                data, addr = self.sock.recvfrom(2048)
+                if self.stamped:
+                    data, ancillary, _, addr = self.sock.recvmsg(2048, STAMP_SPACE)
+                else:
+                    data, addr = self.sock.recvfrom(2048)
+                    ancillary = []
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -187,7 +200,7 @@ class _Channel:
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                     break
                 continue
-            self.match(data, addr[0], now())
+            self.match(data, addr[0], _arrival(ancillary, now()))
         if not self.privileged and sys.platform == "linux":
             self.drain_errors()
 
@@ -261,7 +274,10 @@ class _Channel:
                 break
 
     def expire(self) -> None:
-        """The round is over: whatever is still waiting was lost."""
+        """The round is over: what is still waiting was lost, unless its reply is already in the socket (a
+        busy machine may not have let the reader run); the arrival time decides whether it was in time."""
+        if self.waiting:
+            self.drain()
         self.waiting.clear()
         self.local = self.idle = None
 
@@ -269,6 +285,15 @@ class _Channel:
         """Drop what arrived between rounds (other programs' replies, late answers)."""
         self.waiting.clear()
         self.drain()
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]], read_at: float) -> float:
+    """When the packet reached the host, on the monotonic clock (the kernel stamps it in wall-clock time)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(data)
+            return read_at - min(max(0.0, time.time() - (sec + nsec / 1e9)), 60.0)
+    return read_at
 
 
 def _offender(cmsg: bytes, version: int) -> str:

@@ -2,9 +2,11 @@
 
 Standard: ENTITY-SENSOR-MIB (any vendor's temperature sensors), ENTITY-STATE-MIB (disabled parts),
 HOST-RESOURCES-MIB (servers' CPU and memory). Vendor: Huawei hwEntityState (with its own CPU, memory
-and temperature thresholds) and fan/power tables, H3C hh3cEntityExt, Cisco CISCO-PROCESS/ENVMON.
+and temperature thresholds) and fan/power tables, H3C hh3cEntityExt (either arc), Cisco CISCO-PROCESS/ENVMON
+(CISCO-MEMORY-POOL where IOS has no CPM memory).
 Placeholders are never readings: 65535, −1, 0 where a vendor uses it for "no sensor", notSupported,
-notPresent, unavailable. A device's own threshold is used unless the configuration sets one.
+notPresent, unavailable. A device's own threshold (and its own warning state, where it gives one) is
+used unless the configuration sets a limit.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ VENDOR = {
     "huawei": [oids.HUAWEI_OPER, oids.HUAWEI_CPU, oids.HUAWEI_CPU_THRESHOLD, oids.HUAWEI_MEM,
                oids.HUAWEI_MEM_THRESHOLD, oids.HUAWEI_TEMP, oids.HUAWEI_TEMP_THRESHOLD,
                oids.HUAWEI_FAN_STATE, oids.HUAWEI_POWER_STATE],
-    "h3c": [oids.H3C_OPER, oids.H3C_CPU, oids.H3C_CPU_THRESHOLD, oids.H3C_MEM, oids.H3C_MEM_THRESHOLD,
-            oids.H3C_TEMP, oids.H3C_TEMP_THRESHOLD, oids.H3C_ERROR],
+    "h3c": [*oids.H3C_COLUMNS, *oids.H3C_OLD.values()],
     "cisco": [oids.CISCO_CPU_5MIN, oids.CISCO_MEM_USED, oids.CISCO_MEM_FREE, oids.CISCO_TEMP_DESCR,
               oids.CISCO_TEMP_VALUE, oids.CISCO_TEMP_THRESHOLD, oids.CISCO_TEMP_STATE, oids.CISCO_FAN_DESCR,
-              oids.CISCO_FAN_STATE, oids.CISCO_SUPPLY_DESCR, oids.CISCO_SUPPLY_STATE],
+              oids.CISCO_FAN_STATE, oids.CISCO_SUPPLY_DESCR, oids.CISCO_SUPPLY_STATE, oids.CISCO_POOL_NAME,
+              oids.CISCO_POOL_USED, oids.CISCO_POOL_FREE],
 }  # fmt: skip
 MIB = {"huawei": "HUAWEI-ENTITY-EXTENT-MIB", "h3c": "HH3C-ENTITY-EXT-MIB", "cisco": "CISCO-PROCESS/ENVMON-MIB"}
 
@@ -45,6 +47,7 @@ class Reading:
     value: float
     where: str  # the part it belongs to ("entity 67108873", "inlet")
     limit: float | None = None  # the device's own threshold for it
+    alarm: str | None = None  # the device's own verdict on it when not normal ("warning"), whatever the value
 
 
 @dataclass
@@ -63,10 +66,11 @@ def _value(raw: Any) -> int | None:
     return None if v is None or v in SENTINELS else v
 
 
-def _own(raw: Any) -> float | None:
-    """A threshold the device states; 0 and placeholders are not thresholds."""
+def _own(raw: Any, below: float = 1000) -> float | None:
+    """A threshold the device states; 0, placeholders and limits that cannot be crossed (100 % for a
+    percentage: H3C ships CPU and memory thresholds of 100) are not thresholds."""
     v = _value(raw)
-    return float(v) if v and 0 < v < 1000 else None
+    return float(v) if v and 0 < v < below else None
 
 
 def _standard(h: Health, t: dict[str, dict[str, Any]]) -> None:
@@ -108,13 +112,15 @@ def _entity_readings(
     h: Health, t: dict[str, dict[str, Any]], mib: str, columns: tuple[str, ...], zero: set[str]
 ) -> None:
     """CPU, memory and temperature per entity with the entity's own threshold (cpu, thr, mem, thr, temp, thr);
-    0 is "no sensor" for the aspects in `zero`."""
+    0 is "no sensor" for the aspects in `zero`, and for any aspect where the entity states no threshold
+    either (H3C answers 0/0 for the CPU of a fan or a slot)."""
     for aspect, col, thr in zip(ASPECTS[:3], columns[::2], columns[1::2], strict=True):
         for idx, raw in t[col].items():
             v = _value(raw)
-            if v is None or (v == 0 and aspect in zero):
+            limit = _own(t[thr].get(idx), 1000 if aspect == "temperature" else 100)
+            if v is None or (v == 0 and (aspect in zero or not _value(t[thr].get(idx)))):
                 continue
-            h.add(aspect, mib, Reading(float(v), f"entity {idx}", _own(t[thr].get(idx))))
+            h.add(aspect, mib, Reading(float(v), f"entity {idx}", limit))
 
 
 def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:
@@ -137,7 +143,10 @@ def _huawei(h: Health, t: dict[str, dict[str, Any]]) -> None:
 
 def _h3c(h: Health, t: dict[str, dict[str, Any]]) -> None:
     mib = MIB["h3c"]
-    _entity_readings(h, t, mib, tuple(VENDOR["h3c"][1:7]), {"temperature"})
+    if not any(t[c] for c in oids.H3C_COLUMNS):  # the device answers on the older arc only
+        mib = "H3C-ENTITY-EXT-MIB (compatible)"
+        t = {**t, **{c: t[old] for c, old in oids.H3C_OLD.items()}}
+    _entity_readings(h, t, mib, oids.H3C_COLUMNS[1:7], {"temperature"})
     for idx, raw in t[oids.H3C_ERROR].items():
         h.sources.setdefault("hardware", mib)
         if (err := number(raw)) not in oids.H3C_ERROR_OK and err is not None:
@@ -155,12 +164,20 @@ def _cisco(h: Health, t: dict[str, dict[str, Any]]) -> None:
     free = sum(v for raw in t[oids.CISCO_MEM_FREE].values() if (v := _value(raw)) is not None)
     if used + free:
         h.add("memory", "CISCO-PROCESS-MIB", Reading(round(100.0 * used / (used + free), 1), "cpm"))
+    else:  # IOS 12.x: per memory pool (Processor, I/O, ...)
+        for idx, raw in t[oids.CISCO_POOL_USED].items():
+            used, free = _value(raw), _value(t[oids.CISCO_POOL_FREE].get(idx))
+            if used is not None and free is not None and used + free:
+                where = text(t[oids.CISCO_POOL_NAME].get(idx, "")) or f"pool {idx}"
+                h.add("memory", "CISCO-MEMORY-POOL-MIB", Reading(round(100.0 * used / (used + free), 1), where))
     for idx, raw in t[oids.CISCO_TEMP_VALUE].items():
         state, v = number(t[oids.CISCO_TEMP_STATE].get(idx, 1)), _value(raw)
         if state == 5 or v is None:  # notPresent
             continue
         where = text(t[oids.CISCO_TEMP_DESCR].get(idx, "")) or f"sensor {idx}"
-        h.add("temperature", "CISCO-ENVMON-MIB", Reading(float(v), where, _own(t[oids.CISCO_TEMP_THRESHOLD].get(idx))))
+        alarm = None if state in oids.CISCO_STATE_OK else oids.CISCO_STATE_NAMES.get(state or 0, f"state {state}")
+        limit = _own(t[oids.CISCO_TEMP_THRESHOLD].get(idx))
+        h.add("temperature", "CISCO-ENVMON-MIB", Reading(float(v), where, limit, alarm))
     for what, col, descr in (
         ("fan", oids.CISCO_FAN_STATE, oids.CISCO_FAN_DESCR),
         ("power supply", oids.CISCO_SUPPLY_STATE, oids.CISCO_SUPPLY_DESCR),
@@ -205,8 +222,15 @@ async def observe(
         def limit(r: Reading) -> float:
             return configured[aspect] or r.limit or DEFAULTS[aspect]  # noqa: B023
 
-        worst = max(readings, key=lambda r: r.value - limit(r))
-        over = [r for r in readings if r.value >= limit(r)]
+        def alarm(r: Reading) -> str | None:  # the device's own verdict counts unless the configuration decides
+            return None if configured[aspect] else r.alarm  # noqa: B023
+
+        def shown(r: Reading) -> dict[str, Any]:
+            state = {"device_state": r.alarm} if r.alarm else {}
+            return {"where": r.where, "value": r.value, "limit": limit(r), **state}
+
+        worst = max(readings, key=lambda r: (alarm(r) is not None, r.value - limit(r)))
+        over = [r for r in readings if r.value >= limit(r) or alarm(r)]
         obs.append(
             ob(
                 check[aspect],
@@ -218,7 +242,8 @@ async def observe(
                 where=worst.where,
                 limit=limit(worst),
                 limit_from="config" if configured[aspect] else ("device" if worst.limit else "default"),
-                readings=[{"where": r.where, "value": r.value, "limit": limit(r)} for r in readings[:20]],
+                **({"device_state": worst.alarm} if alarm(worst) else {}),
+                readings=[shown(r) for r in readings[:20]],
             )
         )
     if "hardware" in h.sources:

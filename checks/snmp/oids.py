@@ -68,6 +68,13 @@ H3C_MEM_THRESHOLD = "1.3.6.1.4.1.25506.2.6.1.1.1.1.9"
 H3C_TEMP = "1.3.6.1.4.1.25506.2.6.1.1.1.1.12"
 H3C_TEMP_THRESHOLD = "1.3.6.1.4.1.25506.2.6.1.1.1.1.13"
 H3C_ERROR = "1.3.6.1.4.1.25506.2.6.1.1.1.1.19"
+# The same table under H3C's older arc (H3C-ENTITY-EXT-MIB, 2011.10): some Comware 5 devices answer
+# there and not under 25506 (a real E528 on Comware 5.20 does).
+H3C_NEW_ARC, H3C_OLD_ARC = "1.3.6.1.4.1.25506.2.6.1.1.1.1.", "1.3.6.1.4.1.2011.10.2.6.1.1.1.1."
+H3C_COLUMNS = (
+    H3C_OPER, H3C_CPU, H3C_CPU_THRESHOLD, H3C_MEM, H3C_MEM_THRESHOLD, H3C_TEMP, H3C_TEMP_THRESHOLD, H3C_ERROR,
+)  # fmt: skip
+H3C_OLD = {c: c.replace(H3C_NEW_ARC, H3C_OLD_ARC) for c in H3C_COLUMNS}
 H3C_ERROR_OK = {1, 2, 4}  # notSupported, normal, entityAbsent (an empty slot is not a fault)
 H3C_ERROR_NAMES = {
     3: "postFailure",
@@ -93,9 +100,14 @@ CISCO_SUPPLY_DESCR = "1.3.6.1.4.1.9.9.13.1.5.1.2"
 CISCO_SUPPLY_STATE = "1.3.6.1.4.1.9.9.13.1.5.1.3"
 CISCO_STATE_OK = {1, 5}  # normal, notPresent
 CISCO_STATE_NAMES = {1: "normal", 2: "warning", 3: "critical", 4: "shutdown", 5: "notPresent", 6: "notFunctioning"}
+# CISCO-MEMORY-POOL-MIB: IOS 12.x has no cpmCPUMemoryUsed/Free; its memory is per pool (Processor, I/O).
+CISCO_POOL_NAME = "1.3.6.1.4.1.9.9.48.1.1.1.2"
+CISCO_POOL_USED = "1.3.6.1.4.1.9.9.48.1.1.1.5"
+CISCO_POOL_FREE = "1.3.6.1.4.1.9.9.48.1.1.1.6"
 
 # sysObjectID enterprise prefixes
-ENTERPRISES = {
+ENTERPRISES = {  # first match wins: H3C's older arc sits under Huawei's enterprise number
+    "1.3.6.1.4.1.2011.10.": "h3c",
     "1.3.6.1.4.1.2011.": "huawei",
     "1.3.6.1.4.1.25506.": "h3c",
     "1.3.6.1.4.1.9.": "cisco",
@@ -190,6 +202,7 @@ NAMES = {
     H3C_TEMP: "hh3cEntityExtTemperature",
     CISCO_CPU_5MIN: "cpmCPUTotal5minRev",
     CISCO_TEMP_VALUE: "ciscoEnvMonTemperatureStatusValue",
+    CISCO_POOL_USED: "ciscoMemoryPoolUsed",
     UPS_ALARM_DESCR: "upsAlarmDescr",
 }
 

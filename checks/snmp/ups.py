@@ -30,6 +30,8 @@ SCALARS = [
 # UPS-MIB well-known alarms covered by their own conditions (or not a fault at all).
 ALARMS_ELSEWHERE = {2, 3, 4, 9, 11, 12, 14, 15, 24}
 MAINS_LOST_V = 50.0  # input below this while the output holds: running from the battery
+MAX_V = 1000.0  # no UPS here runs above this: a larger "volts" value is in tenths (Huawei's GSE200M: 2369)
+FULL_CHARGE = 50  # percent; with this much charge (or a "normal" battery) a runtime of 0 is not a reading
 
 
 @dataclass
@@ -60,12 +62,14 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         return None if v in (None, -1, 65535, 2147483647) else v
 
     u = UpsState()
+    runtimes: list[float] = []  # minutes remaining, per MIB in the order read
+    normal: list[bool] = []  # each MIB's battery status: normal or not
 
     def volts(inp: str, out: str, unit: float) -> None:
         """Input and output voltage from this MIB, where no earlier MIB gave them."""
         for oid, attr in ((inp, "input_v"), (out, "output_v")):
             if getattr(u, attr) is None and (v := num(oid)) is not None:
-                setattr(u, attr, v * unit)
+                setattr(u, attr, round(v * unit / (10 if v * unit > MAX_V else 1), 1))
 
     # UPS-MIB (RFC 1628)
     if any(o.startswith("1.3.6.1.2.1.33.") for o in s):
@@ -77,7 +81,9 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.output_off = "none" if src == oids.UPS_SOURCE_NONE else None
     if (st := num(oids.UPS_BATTERY_STATUS)) is not None:
         u.low, u.depleted = st == 3, st == 4
-    u.minutes = num(oids.UPS_MINUTES_REMAINING)
+        normal.append(st == 2)
+    if (m := num(oids.UPS_MINUTES_REMAINING)) is not None:
+        runtimes.append(m)
     u.charge = num(oids.UPS_CHARGE_REMAINING)
     if (present := num(oids.UPS_ALARMS_PRESENT)) is not None:
         u.alarms_known = True
@@ -107,6 +113,7 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.output_off = u.output_off or oids.APC_OFF.get(st)
     if (st := num(oids.APC_BATTERY_STATUS)) is not None:
         u.low = u.low or st == 3
+        normal.append(st == 2)
         u.battery_fault_known = True
         if st in (4, 5):
             u.battery_fault.append({4: "battery in fault", 5: "no battery"}[st])
@@ -114,8 +121,8 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.battery_fault_known = True
         if rep == 2:
             u.battery_fault.append("battery needs replacing")
-    if u.minutes is None and (ticks := num(oids.APC_RUNTIME)) is not None:
-        u.minutes = ticks / 6000
+    if (ticks := num(oids.APC_RUNTIME)) is not None:
+        runtimes.append(ticks / 6000)
     u.charge = u.charge if u.charge is not None else num(oids.APC_CAPACITY)
     volts(oids.APC_INPUT_VOLTAGE, oids.APC_OUTPUT_VOLTAGE, 1.0)
     # Eaton XUPS
@@ -127,8 +134,8 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.bypass_known = True
         u.bypass = u.bypass or oids.XUPS_BYPASS.get(src)
         u.output_off = u.output_off or ("none" if src == oids.UPS_SOURCE_NONE else None)
-    if u.minutes is None and (secs := num(oids.XUPS_TIME_REMAINING)) is not None:
-        u.minutes = secs / 60
+    if (secs := num(oids.XUPS_TIME_REMAINING)) is not None:
+        runtimes.append(secs / 60)
     u.charge = u.charge if u.charge is not None else num(oids.XUPS_CAPACITY)
     if (n := num(oids.XUPS_ALARMS)) is not None:
         u.alarms_known = True
@@ -146,14 +153,19 @@ def _read(s: dict[str, Any], alarm_rows: dict[str, Any]) -> UpsState:
         u.output_off = u.output_off or ("sleeping" if st == 5 else None)  # standBy (8) is a healthy state
     if (st := num(oids.PPC_BATTERY_STATUS)) is not None:
         u.low = u.low or st == 3
+        normal.append(st == 2)
     if (rep := num(oids.PPC_REPLACE)) in (1, 2):  # 0 and other values: not supported by the card
         u.battery_fault_known = True
         if rep == 2:
             u.battery_fault.append("battery needs replacing")
-    if u.minutes is None and (secs := num(oids.PPC_RUNTIME)) is not None:
-        u.minutes = secs / 60
+    if (secs := num(oids.PPC_RUNTIME)) is not None:
+        runtimes.append(secs / 60)
     u.charge = u.charge if u.charge is not None else num(oids.PPC_CAPACITY)
     volts(oids.PPC_INPUT_VOLTAGE, oids.PPC_OUTPUT_VOLTAGE, 0.1)  # tenths of a volt
+    # 0 minutes from a card whose battery is normal (UPS-MIB: "low" means runtime at or under its low
+    # limit) or nearly full is a card that does not estimate runtime (two real cards here do): no reading.
+    zero_is_placeholder = (any(normal) and not (u.low or u.depleted)) or (u.charge or 0) >= FULL_CHARGE
+    u.minutes = next((m for m in runtimes if m > 0 or not zero_is_placeholder), None)
     if u.on_battery is None and u.input_v is not None and u.output_v is not None:
         u.on_battery = u.input_v < MAINS_LOST_V <= u.output_v
         u.on_battery_from = "input voltage"
