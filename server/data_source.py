@@ -101,6 +101,7 @@ def locate(db: str | None, config: str | None, environ: dict[str, str] | None = 
             Text(f"设置文件 {config_path} 的 {key}", f"{key} in the settings file {config_path}"),
         )
     elif env.get(DATA_ENV):
+        settings = settings.model_copy(update={"data_dir": Path(env[DATA_ENV]).resolve()})
         url, how = settings.db_url, Text(f"环境变量 {DATA_ENV}", f"the environment variable {DATA_ENV}")
     elif unit_data is not None:
         settings = settings.model_copy(update={"data_dir": unit_data})
