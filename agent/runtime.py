@@ -194,6 +194,8 @@ class Agent:
                     row["name"] = o.name
                 if (rtt := o.detail.get("rtt_avg_ms")) is not None:
                     row["rtt_ms"] = round(rtt, 3)
+                if isinstance(limit := o.detail.get("limit"), (int, float)):  # a threshold the console draws
+                    row["limit"] = limit
                 observations.append(row)
         snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
         if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows

@@ -93,7 +93,7 @@ async def probe(cfg: Config, ctx: ProbeContext) -> list[Observation]:
         impact = Impact(
             department=target.department, departments=target.departments, hospital_critical=target.hospital_critical
         )
-        detail = {"sent": host.packets_sent, "received": host.packets_received}
+        detail = {"sent": host.packets_sent, "received": host.packets_received, "limit": cfg.down_loss}
         if host.packets_received:
             detail.update(rtt_min_ms=host.min_rtt, rtt_avg_ms=host.avg_rtt, rtt_max_ms=host.max_rtt)
         obs.append(
