@@ -86,7 +86,7 @@ COLUMNS = (
 )
 STATE = {None: Text("-", "-"), True: Text("正常", "ok"), False: Text("异常", "FAIL")}
 PROBE_FAILED = Text("探测失败", "FAILED")
-INCIDENTS = Text("事件（{n}）", "incidents ({n})")
+INCIDENTS = Text("事件", "incidents")
 NO_INCIDENTS = Text("无事件", "no incidents")
 NOT_DELIVERED = Text("未送达，已保存待重发（{n} 份待发）", "not delivered, kept for retry ({n} pending)")
 DELIVERED = Text("已送达 {n} 份报告至 {url}", "delivered {n} reports to {url}")
@@ -149,7 +149,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         print("\n".join(report(cfg.topology, incidents)))
     print()
     if incidents:
-        print(heading(INCIDENTS, n=len(incidents)))
+        print(f"{both(INCIDENTS)} ({len(incidents)}):")
         for inc in incidents:
             t = Trigger(inc.trigger)
             print(

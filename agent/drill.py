@@ -28,9 +28,11 @@ ALREADY_OPEN = Text(
     "a drill of trigger {t} is already open: end it first (hisguard-agent drill --trigger {t} --end)",
 )
 STARTED = Text("演练开始：触发条件 {t}，键 {key}", "drill started: trigger {t}, key {key}")
-ENDED = Text(
-    "演练结束（模拟故障已恢复）：触发条件 {t}，键 {key}",
-    "drill ended (simulated fault recovered): trigger {t}, key {key}",
+ENDED = Text("已报告模拟故障恢复：触发条件 {t}，键 {key}", "simulated fault reported recovered: trigger {t}, key {key}")
+CLOSE_ON_SERVER = Text(
+    "服务器上的演练由服务部经理填写发现的问题与改进后关闭（控制台“演练与计划”，或 POST /api/v1/drills/ID/close）",
+    "the service manager closes the drill on the server with its problems and improvements "
+    "(console: Drills & schedule, or POST /api/v1/drills/ID/close)",
 )
 KEPT = Text("未送达，已保存在发件箱，由运行中的代理重发", "not delivered, kept in the outbox for the running agent")
 DELIVERED = Text("已送达 {url}（{n} 份报告）", "delivered to {url} ({n} reports)")
@@ -104,4 +106,6 @@ def run(cfg: AgentConfig, trigger: int, scope: str, end: bool, who: str) -> int:
         say(KEPT, error)
         return 1
     say(DELIVERED, url=cfg.server.url, n=delivered)
+    if end:
+        say(CLOSE_ON_SERVER)
     return 0

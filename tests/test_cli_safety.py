@@ -449,7 +449,7 @@ def test_drill_end_from_the_agent_ends_the_drill_on_the_server(tmp_path: Path) -
         (drill,) = wait_until(lambda: srv.get("/drills"), 15, what="the drill on the server")
         assert drill["status"] == "running"
         ended = agent("drill", "-c", str(conf), "--trigger", "2", "--end", cwd=tmp_path)
-        assert ended.returncode == 0 and "演练结束" in ended.stdout and "drill ended" in ended.stdout
+        assert ended.returncode == 0 and "已报告模拟故障恢复" in ended.stdout and "reported recovered" in ended.stdout
         wait_until(lambda: srv.get(f"/cases/{drill['case_id']}")["status"] == "resolved", 15, what="case recovered")
         wait_until(lambda: srv.get("/drills")[0]["status"] == "closed", 15, what="the drill closed")
     finally:
