@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
-import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hisguard import __version__
 from hisguard.agent.memory import skip_pydantic_plugins
 from hisguard.agent.service import add_arguments as service_arguments
-from hisguard.plan import Trigger
+from hisguard.bilingual import CONFIG_ERROR, WARNINGS, both, compact, fail, heading, pad, say
+from hisguard.plan import Text, Trigger
 from hisguard.tomlconfig import ConfigError
 
 if TYPE_CHECKING:
@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 
 
-def _load(path: str) -> AgentConfig:
+def _load(path: str, check_token: bool = False) -> AgentConfig:
+    """The configuration, or every problem with it on stderr and exit 2."""
     from hisguard.agent.config import load_config  # after skip_pydantic_plugins() (main)
 
     try:
-        return load_config(path)
+        return load_config(path, check_token=check_token)
     except ConfigError as exc:
-        print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
+        fail(CONFIG_ERROR, str(exc))
         raise SystemExit(EXIT_CONFIG) from None
 
 
@@ -40,15 +41,20 @@ def _logging(level: str) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    try:
-        cfg.token  # noqa: B018 - resolving the token is part of the check
-    except ConfigError as exc:
-        print(f"配置错误 / configuration error:\n{cfg.path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(f"{cfg.path}: OK — agent {cfg.agent.name}, server {cfg.server.url}, {len(cfg.jobs)} probe jobs:")
+    cfg = _load(args.config, check_token=True)
+    said = Text(
+        "配置正确 — 代理 {agent}，服务器 {url}，{n} 个探测任务",
+        "OK — agent {agent}, server {url}, {n} probe jobs",
+    )
+    say(said, agent=cfg.agent.name, url=cfg.server.url, n=len(cfg.jobs))
+    print(f"  {cfg.path}")
+    every = Text("每 {interval:g} 秒，超时 {timeout:g} 秒", "every {interval:g}s, timeout {timeout:g}s")
     for job in cfg.jobs:
-        print(f"  {job.name:<16} {job.spec.name:<10} every {job.config.interval:g}s, timeout {job.config.timeout:g}s")
+        when = both(every, interval=job.config.interval, timeout=job.config.timeout).replace("\n", " / ")
+        print(f"  {job.name:<16} {job.spec.name:<10} {when}")
+    if cfg.warnings:
+        print(heading(WARNINGS))
+        print("\n".join(f"  {w}" for w in cfg.warnings))
     return 0
 
 
@@ -56,13 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hisguard.agent.memory import limit_arenas
     from hisguard.agent.runtime import Agent
 
-    cfg = _load(args.config)
-    try:
-        cfg.token  # noqa: B018
-    except ConfigError as exc:
-        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = _load(args.config, check_token=True)
     _logging(cfg.agent.log_level)
+    for warning in cfg.warnings:
+        logging.getLogger("hisguard.agent").warning("%s", warning)
     limit_arenas()  # before the first worker thread
     agent = Agent(cfg)
     try:
@@ -72,15 +75,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pad(text: str, width: int) -> str:
-    """Left-justify to a terminal width, counting CJK characters as two columns."""
-    out, used = "", 0
-    for ch in text:
-        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-        if used + w > width:
-            break
-        out, used = out + ch, used + w
-    return out + " " * (width - used)
+_pad = pad  # left-justify to terminal columns, CJK counted as two (hisguard.bilingual)
+
+# `once`: the table's headings and states, the sections' headings.
+COLUMNS = (
+    Text("任务", "job"),
+    Text("检查", "check"),
+    Text("对象", "subject"),
+    Text("状态", "state"),
+    Text("值", "value"),
+)
+STATE = {None: Text("-", "-"), True: Text("正常", "ok"), False: Text("异常", "FAIL")}
+PROBE_FAILED = Text("探测失败", "FAILED")
+INCIDENTS = Text("事件", "incidents")
+NO_INCIDENTS = Text("无事件", "no incidents")
+NOT_DELIVERED = Text("未送达，已保存待重发（{n} 份待发）", "not delivered, kept for retry ({n} pending)")
+DELIVERED = Text("已送达 {n} 份报告至 {url}", "delivered {n} reports to {url}")
 
 
 def _fmt_value(value: float | None) -> str:
@@ -106,7 +116,11 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     async def go() -> tuple[int, str | None]:
         await agent.once()
-        agent.sender = sender = Sender(cfg, agent.store, cfg.token)
+        try:
+            token = cfg.token
+        except ConfigError as exc:  # the probes still run and print; nothing can be sent
+            return 0, str(exc)
+        agent.sender = sender = Sender(cfg, agent.store, token)
         try:
             return await sender.flush(), None
         except DeliveryError as exc:
@@ -115,16 +129,17 @@ def cmd_once(args: argparse.Namespace) -> int:
             await sender.aclose()
 
     delivered, error = asyncio.run(go())
-    print(f"{'job':<14} {'check':<18} {'subject':<28} {'state':<8} value")
+    job_h, check_h, subject_h, state_h, value_h = (compact(t) for t in COLUMNS)
+    print(f"{_pad(job_h, 14)} {_pad(check_h, 18)} {_pad(subject_h, 28)} {_pad(state_h, 10)} {value_h}")
     for job in cfg.jobs:
         st = agent.status[job.name]
         if not st.ok:
-            print(f"{job.name:<14} {'(probe)':<18} {'':<28} {'FAILED':<8} {st.error}")
+            print(f"{job.name:<14} {'(probe)':<18} {'':<28} {_pad(compact(PROBE_FAILED), 10)} {st.error}")
             continue
         for o in agent.latest[job.name]:
             unverified = "unverified_since" in o.detail
-            state = "UNKNOWN" if unverified else ("-" if o.ok is None else ("ok" if o.ok else "FAIL"))
-            print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {state:<8} {_said(job.spec.name, o)}")
+            state = "UNKNOWN" if unverified else compact(STATE[o.ok])
+            print(f"{job.name:<14} {o.check:<18} {_pad(o.label, 28)} {_pad(state, 10)} {_said(job.spec.name, o)}")
             if unverified or o.check == "db.statistics":  # the whole sentence: what, since when, why
                 print(f"{'':<14} {'':<18} {o.label}")
     services = [o for job in cfg.jobs for o in agent.latest[job.name] if o.check == "service.answer"]
@@ -156,7 +171,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         print("\n".join(report(cfg.topology, incidents)))
     print()
     if incidents:
-        print(f"事件 / incidents ({len(incidents)}):")
+        print(f"{both(INCIDENTS)} ({len(incidents)}):")
         for inc in incidents:
             t = Trigger(inc.trigger)
             print(
@@ -167,11 +182,12 @@ def cmd_once(args: argparse.Namespace) -> int:
             print(f"      {inc.title.zh}")
             print(f"      {inc.title.en}")
     else:
-        print("无事件 / no incidents")
+        say(NO_INCIDENTS)
+    print()
     if error:
-        print(f"\n未送达，已保存待重发 / not delivered, kept for retry ({agent.store.backlog()} pending): {error}")
+        say(NOT_DELIVERED, error, n=agent.store.backlog())
     else:
-        print(f"\n已送达 / delivered: {delivered} reports to {cfg.server.url}")
+        say(DELIVERED, n=delivered, url=cfg.server.url)
     agent.store.close()
     return 0
 
@@ -196,12 +212,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from hisguard.agent.drill import run
 
-    cfg = _load(args.config)
-    try:
-        cfg.token  # noqa: B018
-    except ConfigError as exc:
-        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = _load(args.config, check_token=True)
     return run(cfg, args.trigger, args.scope, args.end, args.by)
 
 

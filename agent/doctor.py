@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from hisguard import __version__
+from hisguard.bilingual import CONFIG_ERROR, both, language
 from hisguard.plan import Text
 from hisguard.report import API_PREFIX
 
@@ -453,16 +454,16 @@ def diagnose(cfg: Any, probes: bool = True) -> list[Finding]:
 
 def report(findings: list[Finding], out: Any = None) -> int:
     out = out or sys.stdout
+    lang = language()
     for f in findings:
-        print(f"[{f.status:^4}] {f.what.zh}", file=out)
-        if f.what.en != f.what.zh:
-            print(f"       {f.what.en}", file=out)
+        lines = [f.what.zh, f.what.en] if lang == "both" and f.what.zh != f.what.en else [f.what.get(lang)]
         if f.fix and f.status != OK:
-            print(f"       修复：{f.fix.zh}", file=out)
-            print(f"       fix:  {f.fix.en}", file=out)
+            fix = {"zh": f"修复：{f.fix.zh}", "en": f"fix:  {f.fix.en}"}
+            lines += [fix["zh"], fix["en"]] if lang == "both" else [fix[lang]]
+        print(f"[{f.status:^4}] " + "\n       ".join(lines), file=out)
     failed = sum(1 for f in findings if f.status == FAIL)
     summary = Text(f"有 {failed} 项需要修复", f"{failed} problem(s) to fix") if failed else Text("全部正常", "all good")
-    print(f"\n{summary.zh} / {summary.en}", file=out)
+    print(f"\n{both(summary)}", file=out)
     return 1 if failed else 0
 
 
@@ -473,7 +474,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"[FAIL] 配置错误 / configuration error:\n{exc}")
+        print(f"[FAIL] {both(CONFIG_ERROR)}:\n{exc}")
         return 2
-    print(f"hisguard-agent {__version__} doctor: {cfg.path} (agent {cfg.agent.name})\n")
-    return report(diagnose(cfg, probes=not args.no_probes))
+    said = Text("检查 {path}（代理 {agent}）", "checking {path} (agent {agent})")
+    print(f"hisguard-agent {__version__} doctor: {both(said, path=cfg.path, agent=cfg.agent.name)}\n")
+    config_warnings = [Finding(WARN, Text(w, w)) for w in cfg.warnings]  # already in both languages
+    return report([*config_warnings, *diagnose(cfg, probes=not args.no_probes)])

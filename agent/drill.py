@@ -3,8 +3,8 @@
 The event is spooled in the same outbox as real reports and delivered by the same sender, so a
 drill also exercises the agent's token, network path and the server's ingest. It is marked
 `drill`: the server runs the whole plan on it, marks every message 演练/DRILL and keeps it out of
-real statistics. `--end` reports the simulated fault recovered (the drill is then closed and
-evaluated on the server).
+real statistics. `--end` reports the simulated fault recovered: the drill's incident and case
+recover on the server.
 """
 
 from __future__ import annotations
@@ -17,10 +17,25 @@ from typing import Any
 from hisguard.agent.config import AgentConfig
 from hisguard.agent.delivery import DeliveryError, Sender
 from hisguard.agent.store import StateStore
+from hisguard.bilingual import fail, say
 from hisguard.plan import Scope, Text, Trigger, functions_of, severity_for
 from hisguard.report import IncidentEvent, utcnow
 
 STATE = "drill.json"  # the open drill events, so that --end recovers the same key
+NONE_OPEN = Text("本代理没有进行中的触发条件 {t} 演练", "no open drill of trigger {t} on this agent")
+ALREADY_OPEN = Text(
+    "触发条件 {t} 的演练已在进行，请先结束（hisguard-agent drill --trigger {t} --end）",
+    "a drill of trigger {t} is already open: end it first (hisguard-agent drill --trigger {t} --end)",
+)
+STARTED = Text("演练开始：触发条件 {t}，键 {key}", "drill started: trigger {t}, key {key}")
+ENDED = Text("已报告模拟故障恢复：触发条件 {t}，键 {key}", "simulated fault reported recovered: trigger {t}, key {key}")
+CLOSE_ON_SERVER = Text(
+    "服务器上的演练由服务部经理填写发现的问题与改进后关闭（控制台“演练与计划”，或 POST /api/v1/drills/ID/close）",
+    "the service manager closes the drill on the server with its problems and improvements "
+    "(console: Drills & schedule, or POST /api/v1/drills/ID/close)",
+)
+KEPT = Text("未送达，已保存在发件箱，由运行中的代理重发", "not delivered, kept in the outbox for the running agent")
+DELIVERED = Text("已送达 {url}（{n} 份报告）", "delivered to {url} ({n} reports)")
 
 
 def drill_event(cfg: AgentConfig, trigger: Trigger, scope: Scope, who: str) -> dict[str, Any]:
@@ -61,16 +76,13 @@ def run(cfg: AgentConfig, trigger: int, scope: str, end: bool, who: str) -> int:
     if end:
         event = open_drills.pop(name, None)
         if event is None:
-            print(f"没有进行中的触发条件 {trigger} 演练 / no open drill of trigger {trigger} on this agent")
+            fail(NONE_OPEN, t=trigger)
             store.close()
             return 2
         event = {**event, "id": str(uuid.uuid4()), "state": "resolved", "observed_at": utcnow().isoformat()}
     else:
         if name in open_drills:
-            print(
-                f"触发条件 {trigger} 的演练已在进行 / a drill of trigger {trigger} is already open: end it first "
-                f"(hisguard-agent drill --trigger {trigger} --end)"
-            )
+            fail(ALREADY_OPEN, t=trigger)
             store.close()
             return 2
         event = drill_event(cfg, Trigger(trigger), Scope(scope), who)
@@ -89,10 +101,11 @@ def run(cfg: AgentConfig, trigger: int, scope: str, end: bool, who: str) -> int:
 
     delivered, error = asyncio.run(deliver())
     store.close()
-    what = "演练结束 / drill ended" if end else "演练开始 / drill started"
-    print(f"{what}: trigger {trigger}, key {event['key']}")
+    say(ENDED if end else STARTED, t=trigger, key=event["key"])
     if error:
-        print(f"未送达，已保存待重发 / not delivered, kept in the outbox for the running agent: {error}")
+        say(KEPT, error)
         return 1
-    print(f"已送达 / delivered to {cfg.server.url} ({delivered} reports)")
+    say(DELIVERED, url=cfg.server.url, n=delivered)
+    if end:
+        say(CLOSE_ON_SERVER)
     return 0

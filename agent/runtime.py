@@ -201,6 +201,8 @@ class Agent:
                     row["not_provided"] = missing
                 if (outcome := o.detail.get("outcome")) is not None:  # a ping round: answered, lost, refused…
                     row["outcome"] = outcome
+                if isinstance(limit := o.detail.get("limit"), (int, float)):  # a threshold the console draws
+                    row["limit"] = limit
                 observations.append(row)
         snap: dict[str, Any] = {"version": __version__, "probes": probes, "backlog": self.store.backlog()}
         if len(observations) > MAX_SNAPSHOT_ROWS:  # failed conditions first; the rest as room allows

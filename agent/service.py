@@ -23,6 +23,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from hisguard.bilingual import CONFIG_ERROR, fail
+from hisguard.plan import Text
 
 UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_USER = "hisguard"
@@ -60,6 +64,8 @@ class UnitSpec:
     read_write: list[Path] = field(default_factory=list)
     read_only_home: bool = False  # the program or its config lives under /home or /root
     environment: dict[str, str] = field(default_factory=dict)
+    private_tmp: bool = True  # off when the service's own files live under /tmp (see under_tmp)
+    warnings: list[Text] = field(default_factory=list)  # said before the unit is written
 
 
 def _quote(arg: str) -> str:
@@ -93,7 +99,7 @@ def render_unit(spec: UnitSpec) -> str:
         f"AmbientCapabilities={caps}",
         f"CapabilityBoundingSet={caps}",
         "ProtectHome=" + ("read-only" if spec.read_only_home else "yes"),
-        *HARDENING,
+        *(h if spec.private_tmp or h != "PrivateTmp=yes" else "PrivateTmp=no" for h in HARDENING),
     ]
     lines += [f"ReadWritePaths={_quote(str(p))}" for p in spec.read_write]
     lines += [f"Environment={_quote(f'{k}={v}')}" for k, v in sorted(spec.environment.items())]
@@ -115,6 +121,29 @@ def under_home(*paths: Path) -> bool:
     return any(str(p).startswith(("/home/", "/root/")) for p in paths)
 
 
+TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))  # what PrivateTmp= replaces with the unit's own empty folders
+TMP_WARNING = Text(
+    "以下文件或目录位于 /tmp 或 /var/tmp：{paths}。服务若使用私有 /tmp（PrivateTmp）将看不到它们，"
+    "因此本单元设为 PrivateTmp=no；/tmp 可能在重启时被清空，请把配置移到 /etc/hisguard/、状态目录移到 /var/lib/。",
+    "under /tmp or /var/tmp: {paths}. A service with its own private /tmp (PrivateTmp) would not see them, so "
+    "this unit sets PrivateTmp=no; /tmp may be emptied at boot: move the configuration to /etc/hisguard/ and the "
+    "state to /var/lib/.",
+)
+
+
+def under_tmp(*paths: Path) -> list[Path]:
+    """The paths a unit with PrivateTmp=yes would not see (its /tmp and /var/tmp are private and empty)."""
+    return [p for p in paths if any(p == d or d in p.parents for d in TMP_DIRS)]
+
+
+def tmp_settings(*paths: Path) -> dict[str, Any]:
+    """UnitSpec fields for a service whose files may lie under /tmp: PrivateTmp off, and a warning."""
+    found = under_tmp(*paths)
+    if not found:
+        return {}
+    return {"private_tmp": False, "warnings": [TMP_WARNING.format(paths=", ".join(str(p) for p in found))]}
+
+
 def agent_unit(config: Path, user: str = DEFAULT_USER) -> UnitSpec:
     """The agent's unit for `config`; its state directory is made writable (the rest is read-only)."""
     from hisguard.agent.config import load_config
@@ -130,6 +159,7 @@ def agent_unit(config: Path, user: str = DEFAULT_USER) -> UnitSpec:
         capabilities=("CAP_NET_RAW",),
         read_write=[cfg.agent.state_dir],
         read_only_home=under_home(exe, config, cfg.agent.state_dir),
+        **tmp_settings(config, *cfg.paths()),
     )
 
 
@@ -239,8 +269,10 @@ def systemd_action(args: argparse.Namespace, name: str, unit: Callable[[Path, st
         try:
             spec = unit(Path(args.config), args.user)
         except ConfigError as exc:
-            print(f"配置错误 / configuration error:\n{exc}", file=sys.stderr)
+            fail(CONFIG_ERROR, str(exc))
             return 2
+        for warning in spec.warnings:
+            fail(Text(f"警告：{warning.zh}", f"warning: {warning.en}"))
         if args.print_only:
             print(render_unit(spec), end="")
             return 0

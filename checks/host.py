@@ -100,16 +100,17 @@ def _sample(cfg: Config, ctx: ProbeContext) -> list[Observation]:
     cpu = psutil.cpu_percent(interval=None)
     ctx.memory["cpu_primed"] = True
     if primed:
-        obs.append(Observation("host.cpu", "cpu", cpu < cfg.cpu_percent_max, here, cpu))
+        limit = {"limit": cfg.cpu_percent_max}  # the threshold the console draws
+        obs.append(Observation("host.cpu", "cpu", cpu < cfg.cpu_percent_max, here, cpu, detail=limit))
     mem = psutil.virtual_memory().percent
-    obs.append(Observation("host.memory", "memory", mem < cfg.memory_percent_max, here, mem))
+    limit = {"limit": cfg.memory_percent_max}
+    obs.append(Observation("host.memory", "memory", mem < cfg.memory_percent_max, here, mem, detail=limit))
     for mount, percent, free in _disks(cfg):
         if percent != percent:  # NaN: a configured mount that is not there
             obs.append(Observation("host.mount", mount, False, here, None, detail={"reason": "not mounted"}))
             continue
-        obs.append(
-            Observation("host.disk", mount, percent < cfg.disk_percent_max, here, percent, detail={"free_bytes": free})
-        )
+        detail = {"free_bytes": free, "limit": cfg.disk_percent_max}
+        obs.append(Observation("host.disk", mount, percent < cfg.disk_percent_max, here, percent, detail=detail))
     boots, rebooted = _boot_history(ctx, cfg.reboot_loop_window)
     obs.append(
         Observation(

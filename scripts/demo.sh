@@ -9,6 +9,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[server]'
 export HISGUARD_DATA="$PWD/var/server"
 mkdir -p var
+.venv/bin/hisguard-server init >/dev/null  # the database the commands below and the server share
 if [ ! -s var/agent.token ]; then
   .venv/bin/hisguard-server token create --agent demo-agent --site demo-hospital | tail -n 1 > var/agent.token
 fi

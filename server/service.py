@@ -16,6 +16,7 @@ from hisguard.agent.service import (
     UnitSpec,
     add_arguments,
     systemd_action,
+    tmp_settings,
     under_home,
 )
 
@@ -40,6 +41,7 @@ def server_unit(config: Path, user: str) -> UnitSpec:
         read_write=writable,
         read_only_home=under_home(exe, config, data_dir),
         environment={"HISGUARD_DATA": str(data_dir)},
+        **tmp_settings(config, data_dir),
     )
 
 

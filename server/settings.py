@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.engine import make_url
 
 from hisguard.plan import Scope, Severity, Trigger
-from hisguard.tomlconfig import read_toml, validate
+from hisguard.tomlconfig import is_absolute, read_toml, resolve_paths, validate
 
 DEFAULT_PORT = 8470
 
@@ -199,8 +200,17 @@ class _File(BaseModel):
 
 
 def load_settings(path: str | Path | None) -> ServerSettings:
+    """Defaults, or the file's settings; relative paths (data_dir, plan_file, TLS, a SQLite URL) are the file's."""
     if path is None:
         return ServerSettings()
     path = Path(path)
     data, text = read_toml(path)
-    return validate(_File, data, path, text).server
+    settings = validate(_File, data, path, text).server
+    base = path.resolve().parent
+    settings = resolve_paths(settings, base)  # the default data_dir is absolute already (HISGUARD_DATA or cwd)
+    url = make_url(settings.database_url) if settings.database_url else None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not is_absolute(Path(url.database)):
+            absolute = url.set(database=str((base / url.database).resolve()))
+            settings = settings.model_copy(update={"database_url": absolute.render_as_string(hide_password=False)})
+    return settings

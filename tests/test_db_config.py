@@ -74,8 +74,8 @@ def test_unknown_dialect(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("tables", "expected"),
     [
-        ("", "probe.database[0].subsystems[0].tables: required key is missing"),
-        ("tables = []", "probe.database[0].subsystems[0].tables: List should have at least 1 item"),
+        ("", "probe.database[0].subsystems[0].tables: 缺少必填的键 / required key is missing"),
+        ("tables = []", "probe.database[0].subsystems[0].tables: 项数太少 / List should have at least 1 item"),
         ('tables = ["dbo."]', "table name 'dbo.' is not schema.table"),
     ],
 )

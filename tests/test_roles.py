@@ -111,6 +111,8 @@ def test_tokens_without_a_role_stay_engineers(srv: Server) -> None:
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     db = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    if not (tmp_path / "cli.sqlite3").exists():
+        subprocess.run([sys.executable, "-m", "hisguard.server.cli", "init", "--db", db], check=True, timeout=60)
     return subprocess.run(
         [sys.executable, "-m", "hisguard.server.cli", "token", "create", *args, "--db", db],
         capture_output=True,

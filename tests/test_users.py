@@ -118,6 +118,7 @@ def test_cli_user_create_from_password_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     pw = tmp_path / "pw"
     pw.write_text("s3cret-password\nignored second line\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "hisguard.server.cli", "init", "--db", url], check=True, timeout=60)
     base = [sys.executable, "-m", "hisguard.server.cli", "user", "create", "--db", url, "--password-file", str(pw)]
     ok = subprocess.run(
         [*base, "--name", "wang", "--role", "viewer", "--site", "renmin"], capture_output=True, text=True

@@ -144,7 +144,7 @@ def _target(cfg: Config, target: Target, r: TargetRound, net: LocalNetwork | Non
     impact = Impact(
         department=target.department, departments=target.departments, hospital_critical=target.hospital_critical
     )
-    detail: dict[str, Any] = {"outcome": r.outcome, "sent": r.sent, "received": r.received}
+    detail: dict[str, Any] = {"outcome": r.outcome, "sent": r.sent, "received": r.received, "limit": cfg.down_loss}
     if r.ip and r.ip != target.address:
         detail["ip"] = r.ip
     if r.rtts_ms:

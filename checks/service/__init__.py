@@ -89,7 +89,7 @@ def observations(target: Target, cfg: Config, result: Result) -> list[Observatio
                 impact,
                 result.latency_ms,
                 target.name,
-                {**detail, "slow_ms": slow},
+                {**detail, "slow_ms": slow, "limit": slow},
             )
         )
     if end.scheme in ("https", "tls"):

@@ -5,7 +5,6 @@ Only reads; every change goes through the domain's actions (cases.acknowledge, c
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -253,28 +252,27 @@ CHARTS = {
     "disk": ("host.disk/",),
     "ping_loss": ("ping.reachable/",),
     "ping_rtt": ("rtt:ping.reachable/",),
-    "db": ("db.", "rtt:db."),
+    "db": ("db.connect/",),  # the login's time (ms); the probe's other values are counts, ages, percents
     "service_latency": ("service.answer/",),  # the service probe's answers carry their latency (ms)
 }
 
 
-def host_history(s: Session, agent_id: int, since: datetime) -> dict[str, dict[str, list[tuple[datetime, float]]]]:
-    """chart → series name → [(time, value)] from health_samples since `since`, oldest first."""
-    out: dict[str, dict[str, list[tuple[datetime, float]]]] = {c: defaultdict(list) for c in CHARTS}
-    q = (
-        select(HealthSample.at, HealthSample.data)
-        .where(HealthSample.agent_id == agent_id, HealthSample.at >= since)
-        .order_by(HealthSample.at)
-    )
-    for at, data in s.execute(q):
-        for name, value in (data or {}).items():
-            if not isinstance(value, (int, float)) or name == "_n":
-                continue
-            for chart, prefixes in CHARTS.items():
-                if name.startswith(prefixes):
-                    out[chart][name].append((at, float(value)))
-                    break
-    return {c: dict(series) for c, series in out.items()}
+def chart_of(name: str) -> str | None:
+    return next((chart for chart, prefixes in CHARTS.items() if name.startswith(prefixes)), None)
+
+
+def host_history(
+    s: Session, agent_id: int, since: datetime, until: datetime | None = None
+) -> dict[str, dict[str, list[tuple[datetime, float]]]]:
+    """chart → series name → [(time, value)] over [since, until], oldest first, downsampled to the chart."""
+    from hisguard.server.domain import history
+
+    prefixes = tuple(p for ps in CHARTS.values() for p in ps)
+    series = history.load(s, agent_id, since, until or datetime.now(since.tzinfo), prefixes)
+    out: dict[str, dict[str, list[tuple[datetime, float]]]] = {c: {} for c in CHARTS}
+    for name, points in series.items():
+        out[chart_of(name) or ""][name] = points
+    return out
 
 
 def agent(s: Session, agent_id: int) -> tuple[Agent, AgentStatus | None] | None:

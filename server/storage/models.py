@@ -72,6 +72,17 @@ class HealthSample(Base):
     __table_args__ = (Index("ix_health_agent_at", "agent_id", "at"),)
 
 
+class HealthRollup(Base):
+    """Probe history averaged over 15 minutes and an hour (step_s), so that a month's chart reads ~720 rows."""
+
+    __tablename__ = "health_rollups"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    step_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(primary_key=True)  # the bucket's start
+    data: Mapped[dict[str, Any]]  # {name: weighted mean, "_n": samples it stands for}
+
+
 class Token(Base):
     __tablename__ = "tokens"
 

@@ -9,7 +9,6 @@ import secrets
 import signal
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,7 +27,7 @@ from hisguard.server.domain.tokens import Principal
 from hisguard.server.domain.users import Login
 from hisguard.server.storage.db import Database
 from hisguard.server.storage.models import Case
-from hisguard.server.web import charts, i18n
+from hisguard.server.web import charts, i18n, timerange
 
 HERE = Path(__file__).parent
 COOKIE = "hg_session"
@@ -239,20 +238,16 @@ def site_page(request: Request, site: str) -> Response:
 @router.get("/hosts/{agent_id}")
 def host_page(request: Request, agent_id: int) -> Response:
     who = _login(request)
-    until = clocks.now()
-    since = until - timedelta(hours=24)
+    span = timerange.from_query(request.query_params, clocks.now())  # ?range=7d or ?from=…&to=…
     with _db(request).session() as s:
         found = views.agent(s, agent_id)
         if found is None or not views.may_see(who.principal, found[0].site):
             raise HTTPException(404, "no such host")
         agent, status = found
-        history = views.host_history(s, agent_id, since)
-    ymax = {"cpu": 100.0, "memory": 100.0, "disk": 100.0, "ping_loss": 100.0}
-    drawn = {
-        name: charts.line_chart(series, since, until, ymax.get(name)) for name, series in history.items() if series
-    }
+        history = views.host_history(s, agent_id, span.since, span.until)
+    span, drawn = charts.host_charts(history, span, status.snapshot if status else None, who.lang)
     rows = views._rows(status.snapshot if status else None)
-    ctx = {"agent": agent, "status": status, "charts": drawn, "rows": rows, "live": f"host:{agent_id}"}
+    ctx = {"agent": agent, "status": status, "charts": drawn, "rows": rows, "live": f"host:{agent_id}", "span": span}
     return render(request, "host.html", ctx, who=who)
 
 

@@ -55,6 +55,7 @@ class ServerProc:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(f"[server]\nwatchdog_interval = 0.5\n{extra_config}")
         self.log = data_dir / "server.log"
+        self.cli("init")  # the other commands never create a database
         self.engineer_token = self.cli("token", "create", "--engineer", "tester")
 
     def env(self) -> dict[str, str]:
